@@ -1,0 +1,121 @@
+"""The one store interface: local directory and S3 implement it the same way.
+
+Keys are ``/``-separated relative paths (``v1/BTC/market/latest.json``). Every write is atomic: a reader
+sees the old object or the new one, never a part. Two kinds of conditional write exist:
+
+* :meth:`Store.create` - create-only (S3 ``If-None-Match: *``); immutable objects use it.
+* :meth:`Store.replace` - compare-and-swap (S3 ``If-Match: <etag>``); pointers, manifests, state.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+IMMUTABLE_CACHE_CONTROL = "public, max-age=31536000, immutable"
+
+
+@dataclass(frozen=True)
+class ObjectMeta:
+    """HTTP metadata stored with an object and sent when it is served."""
+
+    content_type: str = "application/octet-stream"
+    cache_control: str | None = None
+    content_encoding: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    data: bytes
+    etag: str
+    meta: ObjectMeta
+
+
+class StoreError(Exception):
+    """Base of every store failure; messages name the store and key, never local secrets."""
+
+
+class ObjectNotFound(StoreError):
+    """The key does not exist."""
+
+
+class ObjectExists(StoreError):
+    """A create-only write found the key already present."""
+
+
+class PreconditionFailed(StoreError):
+    """A compare-and-swap write found the object changed (or present/absent) since it was read."""
+
+
+class StoreUnavailable(StoreError):
+    """The store kept failing (5xx, connection errors) after every retry."""
+
+
+def validate_key(key: str) -> str:
+    """Reject keys that could escape a prefix or name a directory."""
+    if not key or key.startswith("/") or key.endswith("/") or "\\" in key:
+        raise ValueError(f"invalid store key {key!r}")
+    parts = key.split("/")
+    if any(part in ("", ".", "..") for part in parts) or parts[0] == ".meta":
+        raise ValueError(f"invalid store key {key!r}")
+    return key
+
+
+class Store(abc.ABC):
+    """A place objects live: read, list, create-only write, compare-and-swap replace."""
+
+    url: str
+
+    @abc.abstractmethod
+    def read(self, key: str) -> StoredObject:
+        """The object's bytes, etag and metadata; raises :class:`ObjectNotFound`."""
+
+    @abc.abstractmethod
+    def head(self, key: str) -> StoredObject | None:
+        """Etag and metadata without the body (``data`` is ``b""``), or None if absent."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Every key under ``prefix`` (a plain string prefix), in sorted order."""
+
+    @abc.abstractmethod
+    def create(self, key: str, data: bytes, meta: ObjectMeta) -> str:
+        """Write a new object; raise :class:`ObjectExists` if the key exists. Returns the etag."""
+
+    @abc.abstractmethod
+    def replace(self, key: str, data: bytes, meta: ObjectMeta, *, expected_etag: str | None) -> str:
+        """Compare-and-swap: write only if the current etag is ``expected_etag``.
+
+        ``expected_etag=None`` means "only if absent". Raises :class:`PreconditionFailed` otherwise.
+        Returns the new etag.
+        """
+
+    @abc.abstractmethod
+    def put(self, key: str, data: bytes, meta: ObjectMeta) -> str:
+        """Unconditional atomic write (for objects only one writer ever owns)."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the key if present (absent is not an error)."""
+
+    def read_bytes(self, key: str) -> bytes:
+        return self.read(key).data
+
+    def exists(self, key: str) -> bool:
+        return self.head(key) is not None
+
+    def create_or_same(self, key: str, data: bytes, meta: ObjectMeta) -> bool:
+        """Create-only write that treats an identical existing object as success.
+
+        Returns True if written, False if the same bytes were already there. Different bytes under
+        an existing immutable key raise :class:`ObjectExists`: immutable means immutable.
+        """
+        try:
+            self.create(key, data, meta)
+            return True
+        except ObjectExists:
+            if self.read(key).data == data:
+                return False
+            raise
