@@ -53,14 +53,28 @@ class StoreUnavailable(StoreError):
     """The store kept failing (5xx, connection errors) after every retry."""
 
 
+TEMP_PREFIX = ".tmp-"
+"""Names starting with this are in-progress writes of a local store; no key part may start with it."""
+
+
 def validate_key(key: str) -> str:
-    """Reject keys that could escape a prefix or name a directory."""
-    if not key or key.startswith("/") or key.endswith("/") or "\\" in key:
+    """Reject keys that could escape a prefix, name a directory, or look like a temporary file."""
+    if not key or key.startswith("/") or key.endswith("/") or "\\" in key or "\x00" in key:
         raise ValueError(f"invalid store key {key!r}")
     parts = key.split("/")
-    if any(part in ("", ".", "..") for part in parts) or parts[0] == ".meta":
+    if any(part in ("", ".", "..") or part.startswith(TEMP_PREFIX) for part in parts) or parts[0] == ".meta":
         raise ValueError(f"invalid store key {key!r}")
     return key
+
+
+def validate_prefix(prefix: str) -> str:
+    """Reject listing prefixes that could escape the store; ``""`` and partial names are fine."""
+    if prefix.startswith("/") or "\\" in prefix or "\x00" in prefix:
+        raise ValueError(f"invalid store prefix {prefix!r}")
+    head, _, _ = prefix.rpartition("/")
+    if head and any(part in ("", ".", "..") for part in head.split("/")):
+        raise ValueError(f"invalid store prefix {prefix!r}")
+    return prefix
 
 
 class Store(abc.ABC):

@@ -1,0 +1,151 @@
+"""The ``market`` engine: one minute's price action, taker flow and liquidations per exchange.
+
+Pure: (state, the minute's events) -> (state, document body). No I/O, no clock. A minute's events are
+the ones *received* in that minute (the raw minute files are keyed by receive time), so a live run
+and a backfill see exactly the same set.
+
+Trade source per exchange and minute: the individual ``trade`` stream when the minute has any such
+trade, otherwise aggregated trades (``aggTrade``), never both (they describe the same fills).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from moonstream.jobs.events import Event, LiquidatedSide, Liquidation, TakerSide, Trade
+
+ENGINE_VERSION = "market-1"
+
+_ZERO = Decimal(0)
+
+
+def decimal_text(value: Decimal) -> str:
+    """Exact, plain (no exponent) decimal text with trailing zeros removed: ``63943.9``, ``0``."""
+    if value == 0:
+        return "0"
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+@dataclass
+class _Flow:
+    open: Decimal | None = None
+    high: Decimal | None = None
+    low: Decimal | None = None
+    close: Decimal | None = None
+    trades: int = 0
+    base: dict[TakerSide, Decimal] = field(default_factory=lambda: {s: _ZERO for s in TakerSide})
+    quote: dict[TakerSide, Decimal] = field(default_factory=lambda: {s: _ZERO for s in TakerSide})
+
+    def add(self, trade: Trade) -> None:
+        price = trade.price
+        if self.open is None:
+            self.open = self.high = self.low = price
+        else:
+            assert self.high is not None and self.low is not None
+            self.high = max(self.high, price)
+            self.low = min(self.low, price)
+        self.close = price
+        self.trades += 1
+        self.base[trade.taker_side] += trade.qty
+        self.quote[trade.taker_side] += trade.qty * price
+
+    def document(self, source: str | None) -> dict[str, Any]:
+        ohlc = None
+        if self.open is not None:
+            assert self.high is not None and self.low is not None and self.close is not None
+            ohlc = {
+                k: decimal_text(v)
+                for k, v in (
+                    ("open", self.open),
+                    ("high", self.high),
+                    ("low", self.low),
+                    ("close", self.close),
+                )
+            }
+        return {
+            "trade_source": source,
+            "ohlc": ohlc,
+            "trade_count": self.trades,
+            "taker_buy_base": decimal_text(self.base[TakerSide.BUY]),
+            "taker_sell_base": decimal_text(self.base[TakerSide.SELL]),
+            "taker_buy_quote": decimal_text(self.quote[TakerSide.BUY]),
+            "taker_sell_quote": decimal_text(self.quote[TakerSide.SELL]),
+        }
+
+
+@dataclass
+class _LiqTotals:
+    count: int = 0
+    qty: Decimal = _ZERO
+    notional_usd: Decimal = _ZERO
+
+    def add(self, liq: Liquidation) -> None:
+        self.count += 1
+        self.qty += liq.filled_qty
+        self.notional_usd += liq.notional_usd
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "qty": decimal_text(self.qty),
+            "notional_usd": decimal_text(self.notional_usd),
+        }
+
+
+def _pick_trades(trades: list[Trade]) -> tuple[str | None, list[Trade]]:
+    singles = [t for t in trades if not t.aggregated]
+    if singles:
+        return "trade", singles
+    aggregated = [t for t in trades if t.aggregated]
+    return ("aggTrade", aggregated) if aggregated else (None, [])
+
+
+def step_market(state: dict[str, Any], events: Iterable[Event]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Advance the market engine by one minute.
+
+    ``state`` is ``{"last_price": {exchange: text}}`` (empty for a fresh start). Returns the new state
+    and the document body: per exchange OHLC, taker volumes and trade counts, liquidations per
+    liquidated side (count, filled quantity, USD notional), and the last known price.
+    """
+    trades_by_exchange: dict[str, list[Trade]] = {}
+    liqs_by_exchange: dict[str, dict[LiquidatedSide, _LiqTotals]] = {}
+    for event in events:
+        if isinstance(event, Trade):
+            trades_by_exchange.setdefault(str(event.exchange), []).append(event)
+        elif isinstance(event, Liquidation):
+            per_side = liqs_by_exchange.setdefault(
+                str(event.exchange), {s: _LiqTotals() for s in LiquidatedSide}
+            )
+            per_side[event.side].add(event)
+
+    last_price: dict[str, str] = dict(state.get("last_price", {}))
+    exchanges: dict[str, Any] = {}
+    total_liqs = {s: _LiqTotals() for s in LiquidatedSide}
+    for exchange in sorted(set(trades_by_exchange) | set(liqs_by_exchange)):
+        source, trades = _pick_trades(trades_by_exchange.get(exchange, []))
+        flow = _Flow()
+        for trade in trades:
+            flow.add(trade)
+        if flow.close is not None:
+            last_price[exchange] = decimal_text(flow.close)
+        liqs = liqs_by_exchange.get(exchange, {s: _LiqTotals() for s in LiquidatedSide})
+        for side, totals in liqs.items():
+            total_liqs[side].count += totals.count
+            total_liqs[side].qty += totals.qty
+            total_liqs[side].notional_usd += totals.notional_usd
+        exchanges[exchange] = {
+            **flow.document(source),
+            "liquidations": {side.value: liqs[side].document() for side in LiquidatedSide},
+        }
+    body = {
+        "exchanges": exchanges,
+        "liquidations": {side.value: total_liqs[side].document() for side in LiquidatedSide},
+        "last_price": dict(sorted(last_price.items())),
+    }
+    return {"last_price": dict(sorted(last_price.items()))}, body

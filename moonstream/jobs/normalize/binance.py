@@ -1,0 +1,660 @@
+"""Binance USDT-M futures: raw records -> typed events (docs/normalizers.md).
+
+Each ``parse_*`` function is pure: it takes one decoded message (the combined-stream envelope
+``{"stream": ..., "data": {...}}`` or the bare event), our symbol (``BTC``) and the receive time, and
+returns events or raises a :class:`~moonstream.jobs.normalize.NormalizeError` subclass with a short
+reason. :func:`normalize` decodes a :class:`RawRecord`, dispatches on its channel tag and attaches the
+record's context (exchange, channel, recv_ns) to any error.
+
+Side conventions (Binance USDⓈ-M docs):
+- trade / aggTrade ``m`` is "Is the buyer the market maker?": ``m = true`` means the seller was the
+  taker, so :attr:`TakerSide.SELL`; ``m = false`` means :attr:`TakerSide.BUY`.
+- forceOrder ``S`` is the side of the liquidation order, which closes the liquidated position:
+  ``SELL`` closes a long (:attr:`LiquidatedSide.LONG`), ``BUY`` closes a short (``SHORT``).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from typing import Any, ParamSpec, TypeVar
+
+from moonstream.collector.rawfile import RawRecord
+from moonstream.jobs.events import (
+    BookTicker,
+    ConnectionEvent,
+    DepthSnapshot,
+    DepthUpdate,
+    Event,
+    Level,
+    LiquidatedSide,
+    Liquidation,
+    LongShortRatio,
+    MarkPrice,
+    OpenInterest,
+    RatioKind,
+    TakerSide,
+    Trade,
+)
+from moonstream.jobs.normalize import (
+    InvalidValue,
+    MalformedMessage,
+    NormalizeError,
+    SymbolMismatch,
+    UnknownChannel,
+)
+from moonstream.symbols import Exchange, exchange_instrument
+
+EXCHANGE: str = Exchange.BINANCE.value
+
+_NS_PER_MS = 1_000_000
+_ZERO = Decimal(0)
+_INF = Decimal("Infinity")
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _stdlib_loads(payload: bytes) -> Any:
+    return _DECODER.decode(payload.decode("utf-8"))
+
+
+_DECODER = json.JSONDecoder(parse_float=Decimal)  # exact if a number ever arrives unquoted
+try:  # orjson when installed (not a dependency); numbers it returns as float go through repr()
+    _loads: Callable[[bytes], Any] = importlib.import_module("orjson").loads
+except ImportError:
+    _loads = _stdlib_loads
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 24 else text[:21] + "..."
+
+
+def _parser(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Turn a missing dict key inside a parser into :class:`MalformedMessage`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return fn(*args, **kwargs)
+        except KeyError as exc:
+            raise MalformedMessage(f"missing field {_short(exc.args[0] if exc.args else None)}") from None
+
+    return wrapper
+
+
+@functools.lru_cache(maxsize=256)
+def _instrument(symbol: str) -> str:
+    return exchange_instrument(Exchange.BINANCE, symbol)
+
+
+def _obj(value: object, name: str) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise MalformedMessage(f"{name} is not a JSON object")
+    return value
+
+
+def _event(msg: object, expected: str) -> dict[str, Any]:
+    """The event object of a combined-stream envelope or a bare event, checked for its ``e``."""
+    data = _obj(msg, "message")
+    if "stream" in data and "data" in data:
+        data = _obj(data["data"], "data")
+    etype = data.get("e")
+    if etype is not None and etype != expected:
+        raise MalformedMessage(f"event type {_short(etype)}, expected {expected!r}")
+    return data
+
+
+def _check_symbol(value: object, symbol: str) -> None:
+    if value != _instrument(symbol):
+        raise SymbolMismatch(f"symbol {_short(value)}, expected {_instrument(symbol)!r}")
+
+
+def _num(value: object, name: str) -> Decimal:
+    kind = type(value)
+    if kind is str:
+        try:
+            return Decimal(value)  # type: ignore[arg-type]
+        except InvalidOperation:
+            raise InvalidValue(f"{name}={_short(value)} is not a number") from None
+    if kind is Decimal:
+        return value  # type: ignore[return-value]
+    if kind is int:
+        return Decimal(value)  # type: ignore[arg-type]
+    if kind is float:
+        return Decimal(repr(value))
+    raise MalformedMessage(f"{name} has JSON type {kind.__name__}")
+
+
+def _price(value: object, name: str) -> Decimal:
+    """A finite number > 0."""
+    number = _num(value, name)
+    if not number.is_finite() or number <= _ZERO:
+        raise InvalidValue(f"{name}={_short(value)} is not a positive finite price")
+    return number
+
+
+def _qty(value: object, name: str, *, allow_zero: bool = True) -> Decimal:
+    """A finite number >= 0 (> 0 unless ``allow_zero``)."""
+    number = _num(value, name)
+    if not number.is_finite() or number < _ZERO or (not allow_zero and number == _ZERO):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise InvalidValue(f"{name}={_short(value)} is not a finite number {bound}")
+    return number
+
+
+def _finite(value: object, name: str) -> Decimal:
+    number = _num(value, name)
+    if not number.is_finite():
+        raise InvalidValue(f"{name}={_short(value)} is not finite")
+    return number
+
+
+def _int(value: object, name: str) -> int:
+    """A non-negative integer (a JSON integer, or a string of digits as some REST rows send)."""
+    if type(value) is int:
+        if value < 0:
+            raise InvalidValue(f"{name}={_short(value)} is negative")
+        return value
+    if isinstance(value, str):
+        if value.isdigit() and value.isascii():
+            return int(value)
+        raise InvalidValue(f"{name}={_short(value)} is not an integer")
+    raise MalformedMessage(f"{name} has JSON type {type(value).__name__}")
+
+
+def _ms(value: object, name: str) -> int:
+    return _int(value, name) * _NS_PER_MS
+
+
+def _levels(raw: object, name: str) -> tuple[Level, ...]:
+    """``[["price", "qty"], ...]`` -> ((Decimal, Decimal), ...); price > 0, qty >= 0 (0 deletes)."""
+    if type(raw) is not list:
+        raise MalformedMessage(f"{name} is not a list")
+    out: list[Level] = []
+    append = out.append
+    dec = Decimal
+    zero = _ZERO
+    inf = _INF
+    try:
+        for price, qty in raw:
+            if type(price) is str and type(qty) is str:
+                p = dec(price)
+                q = dec(qty)
+            else:
+                p = _num(price, name)
+                q = _num(qty, name)
+            if not (zero < p < inf and zero <= q < inf):  # NaN raises InvalidOperation here
+                raise InvalidValue(f"{name} level [{_short(price)}, {_short(qty)}] out of range")
+            append((p, q))
+    except (ValueError, TypeError):
+        raise MalformedMessage(f"{name}: a level is not a [price, qty] pair") from None
+    except InvalidOperation:
+        raise InvalidValue(f"{name}: a level holds a non-number") from None
+    return tuple(out)
+
+
+def _rest_body(msg: object) -> None:
+    """Name Binance's REST error body ``{"code": -1121, "msg": "Invalid symbol."}`` when it is one."""
+    if type(msg) is dict and "code" in msg and "msg" in msg:
+        raise MalformedMessage(f"exchange error response code={_short(msg['code'])}")
+
+
+_TAKER = {True: TakerSide.SELL, False: TakerSide.BUY}  # key: buyer is maker
+_LIQUIDATED = {"SELL": LiquidatedSide.LONG, "BUY": LiquidatedSide.SHORT}  # key: liquidation order side
+
+
+def _taker(buyer_is_maker: object) -> TakerSide:
+    if type(buyer_is_maker) is not bool:
+        raise MalformedMessage(f"m has JSON type {type(buyer_is_maker).__name__}")
+    return _TAKER[buyer_is_maker]
+
+
+def _liquidated(order_side: object) -> LiquidatedSide:
+    side = _LIQUIDATED.get(order_side) if type(order_side) is str else None
+    if side is None:
+        raise InvalidValue(f"side {_short(order_side)} is neither BUY nor SELL")
+    return side
+
+
+# --- websocket streams ---------------------------------------------------------------------------
+
+
+@_parser
+def parse_depth_update(msg: Any, symbol: str, recv_ns: int) -> DepthUpdate:
+    """``<sym>@depth@0ms`` / ``@100ms`` diff. Real sample (hftbacktest btcusdt_20240718)::
+
+        {"stream":"btcusdt@depth@0ms","data":{"e":"depthUpdate","E":1721347150675,"T":1721347150650,
+         "s":"BTCUSDT","U":4984031930570,"u":4984031931631,"pu":4984031930451,
+         "b":[["5000.00","2.024"],["63786.20","2.667"],["63937.10","0.299"]],
+         "a":[["64109.70","0.000"],["64954.10","1.584"]]}}
+
+    ``ts_ns`` is ``E``, ``tx_ns`` is ``T``. A level with quantity 0 deletes that price; a zero or
+    negative price is an :class:`InvalidValue`, as is ``U > u``.
+    """
+    data = _event(msg, "depthUpdate")
+    _check_symbol(data["s"], symbol)
+    first = _int(data["U"], "U")
+    last = _int(data["u"], "u")
+    if first > last:
+        raise InvalidValue(f"U={first} > u={last}")
+    return DepthUpdate(
+        exchange=EXCHANGE,
+        symbol=symbol,
+        recv_ns=recv_ns,
+        ts_ns=_ms(data["E"], "E"),
+        tx_ns=_ms(data["T"], "T"),
+        first_update_id=first,
+        last_update_id=last,
+        prev_last_update_id=_int(data["pu"], "pu"),
+        bids=_levels(data["b"], "b"),
+        asks=_levels(data["a"], "a"),
+    )
+
+
+@_parser
+def parse_trade(msg: Any, symbol: str, recv_ns: int) -> Trade:
+    """``<sym>@trade``. Real sample (hftbacktest btcusdt_20230405, an insurance-fund trade)::
+
+        {"stream":"btcusdt@trade","data":{"e":"trade","E":1680652874406,"T":1680652874400,
+         "s":"BTCUSDT","t":3535191080,"p":"28722.50","q":"0.001","X":"INSURANCE_FUND","m":true}}
+
+    ``m = true``: the buyer was the maker, so the taker SOLD. ``X`` (MARKET / INSURANCE_FUND) may be
+    absent in old messages (then MARKET).
+    """
+    data = _event(msg, "trade")
+    _check_symbol(data["s"], symbol)
+    return Trade(
+        exchange=EXCHANGE,
+        symbol=symbol,
+        recv_ns=recv_ns,
+        ts_ns=_ms(data["T"], "T"),
+        trade_id=_int(data["t"], "t"),
+        price=_price(data["p"], "p"),
+        qty=_qty(data["q"], "q", allow_zero=False),
+        taker_side=_taker(data["m"]),
+        aggregated=False,
+        first_trade_id=None,
+        last_trade_id=None,
+        insurance_fund=data.get("X") == "INSURANCE_FUND",
+    )
+
+
+@_parser
+def parse_agg_trade(msg: Any, symbol: str, recv_ns: int) -> Trade:
+    """``<sym>@aggTrade``. Real sample (cryptofeed-sample BINANCE_FUTURES.ws.1.0)::
+
+        {"stream":"ctkusdt@aggTrade","data":{"e":"aggTrade","E":1626992741575,"a":16599292,
+         "s":"CTKUSDT","p":"1.01100","q":"10","f":23961322,"l":23961322,"T":1626992741421,"m":false}}
+
+    ``trade_id`` is the aggregate id ``a``; ``f``/``l`` the first/last trade ids; ``ts_ns`` is ``T``.
+    """
+    data = _event(msg, "aggTrade")
+    _check_symbol(data["s"], symbol)
+    first = _int(data["f"], "f")
+    last = _int(data["l"], "l")
+    if first > last:
+        raise InvalidValue(f"f={first} > l={last}")
+    return Trade(
+        exchange=EXCHANGE,
+        symbol=symbol,
+        recv_ns=recv_ns,
+        ts_ns=_ms(data["T"], "T"),
+        trade_id=_int(data["a"], "a"),
+        price=_price(data["p"], "p"),
+        qty=_qty(data["q"], "q", allow_zero=False),
+        taker_side=_taker(data["m"]),
+        aggregated=True,
+        first_trade_id=first,
+        last_trade_id=last,
+        insurance_fund=False,
+    )
+
+
+@_parser
+def parse_book_ticker(msg: Any, symbol: str, recv_ns: int) -> BookTicker:
+    """``<sym>@bookTicker``; ``ts_ns`` is ``E`` (else ``T``). Real sample (hftbacktest btcusdt_20240718)::
+
+        {"stream":"btcusdt@bookTicker","data":{"e":"bookTicker","u":4984028370881,"s":"BTCUSDT",
+         "b":"63943.90","B":"46.371","a":"63944.00","A":"0.095","T":1721347022507,"E":1721347022507}}
+
+    ``update_id`` is ``u``, the order-book update id this best bid/ask reflects.
+    """
+    data = _event(msg, "bookTicker")
+    _check_symbol(data["s"], symbol)
+    stamp = data["E"] if "E" in data else data["T"]
+    return BookTicker(
+        exchange=EXCHANGE,
+        symbol=symbol,
+        recv_ns=recv_ns,
+        ts_ns=_ms(stamp, "E"),
+        update_id=_int(data["u"], "u"),
+        bid_price=_price(data["b"], "b"),
+        bid_qty=_qty(data["B"], "B"),
+        ask_price=_price(data["a"], "a"),
+        ask_qty=_qty(data["A"], "A"),
+    )
+
+
+@_parser
+def parse_mark_price(msg: Any, symbol: str, recv_ns: int) -> MarkPrice:
+    """``<sym>@markPrice@1s``. Real sample (hftbacktest btcusdt_20230404)::
+
+        {"stream":"btcusdt@markPrice@1s","data":{"e":"markPriceUpdate","E":1680652701000,
+         "s":"BTCUSDT","p":"28147.27373413","P":"28142.15563565","i":"28159.75642857",
+         "r":"0.00002754","T":1680652800000}}
+
+    ``p`` mark price, ``i`` index price, ``r`` funding rate (may be negative), ``T`` next funding time.
+    """
+    data = _event(msg, "markPriceUpdate")
+    _check_symbol(data["s"], symbol)
+    return MarkPrice(
+        exchange=EXCHANGE,
+        symbol=symbol,
+        recv_ns=recv_ns,
+        ts_ns=_ms(data["E"], "E"),
+        mark_price=_price(data["p"], "p"),
+        index_price=_price(data["i"], "i"),
+        funding_rate=_finite(data["r"], "r"),
+        next_funding_ns=_ms(data["T"], "T"),
+    )
+
+
+@_parser
+def parse_force_order(msg: Any, symbol: str, recv_ns: int) -> Liquidation:
+    """``<sym>@forceOrder`` / ``!forceOrder@arr``. Sample from Binance's USDⓈ-M docs
+    ("Liquidation Order Streams")::
+
+        {"e":"forceOrder","E":1568014460893,"o":{"s":"BTCUSDT","S":"SELL","o":"LIMIT","f":"IOC",
+         "q":"0.014","p":"9910","ap":"9910","X":"FILLED","l":"0.014","z":"0.014","T":1568014460893}}
+
+    ``S`` is the liquidation order's side: SELL force-closes a LONG, BUY a SHORT. ``ts_ns`` is the
+    order trade time ``T``.
+    """
+    data = _event(msg, "forceOrder")
+    order = _obj(data["o"], "o")
+    _check_symbol(order["s"], symbol)
+    avg = _qty(order["ap"], "ap") if order.get("ap") is not None else None
+    return Liquidation(
+        exchange=EXCHANGE,
+        symbol=symbol,
+        recv_ns=recv_ns,
+        ts_ns=_ms(order["T"], "T"),
+        side=_liquidated(order["S"]),
+        price=_price(order["p"], "p"),
+        avg_price=avg,
+        qty=_qty(order["q"], "q", allow_zero=False),
+        filled_qty=_qty(order["z"], "z"),
+        last_filled_qty=_qty(order["l"], "l"),
+        status=str(order["X"]),
+    )
+
+
+# --- REST polls ----------------------------------------------------------------------------------
+
+
+@_parser
+def parse_depth_snapshot(msg: Any, symbol: str, recv_ns: int) -> DepthSnapshot:
+    """``GET /fapi/v1/depth`` response (no symbol in it). Real sample (hftbacktest btcusdt_20240718,
+    1000 levels a side cut to 2)::
+
+        {"lastUpdateId":4984028384061,"E":1721347022759,"T":1721347022750,
+         "bids":[["63943.90","46.372"],["63943.80","0.007"]],"asks":[["63944.00","0.167"],...]}
+
+    ``ts_ns`` is ``E``, else ``T``; old snapshots carry neither, and then ``ts_ns = recv_ns``.
+    """
+    _rest_body(msg)
+    data = _obj(msg, "message")
+    if "E" in data:
+        ts_ns = _ms(data["E"], "E")
+    elif "T" in data:
+        ts_ns = _ms(data["T"], "T")
+    else:
+        ts_ns = recv_ns
+    return DepthSnapshot(
+        exchange=EXCHANGE,
+        symbol=symbol,
+        recv_ns=recv_ns,
+        ts_ns=ts_ns,
+        last_update_id=_int(data["lastUpdateId"], "lastUpdateId"),
+        bids=_levels(data["bids"], "bids"),
+        asks=_levels(data["asks"], "asks"),
+    )
+
+
+@_parser
+def parse_open_interest(msg: Any, symbol: str, recv_ns: int) -> OpenInterest:
+    """``GET /fapi/v1/openInterest`` response. Sample from Binance's docs::
+
+        {"openInterest":"10659.509","symbol":"BTCUSDT","time":1589437530011}
+
+    ``openInterest`` is in base units (>= 0); ``ts_ns`` is ``time``.
+    """
+    _rest_body(msg)
+    data = _obj(msg, "message")
+    _check_symbol(data["symbol"], symbol)
+    return OpenInterest(
+        exchange=EXCHANGE,
+        symbol=symbol,
+        recv_ns=recv_ns,
+        ts_ns=_ms(data["time"], "time"),
+        open_interest_base=_qty(data["openInterest"], "openInterest"),
+    )
+
+
+RATIO_ENDPOINTS: dict[str, RatioKind] = {
+    "topLongShortAccountRatio": RatioKind.TOP_ACCOUNT,
+    "topLongShortPositionRatio": RatioKind.TOP_POSITION,
+    "globalLongShortAccountRatio": RatioKind.GLOBAL_ACCOUNT,
+}
+"""``/futures/data/<endpoint>`` name (the ``rest:ratio:<endpoint>`` channel suffix) -> series kind."""
+
+
+@_parser
+def parse_long_short_ratio(msg: Any, symbol: str, recv_ns: int, kind: RatioKind) -> list[LongShortRatio]:
+    """``GET /futures/data/{topLongShortAccountRatio,topLongShortPositionRatio,
+    globalLongShortAccountRatio}``: a JSON array, one event per row. Sample from Binance's docs::
+
+        [{"symbol":"BTCUSDT","longShortRatio":"1.8105","longAccount":"0.6442",
+          "shortAccount":"0.3558","timestamp":"1583139600000"}]
+
+    The USDⓈ-M docs name the shares ``longAccount``/``shortAccount`` for all three endpoints;
+    ``longPosition``/``shortPosition`` (the COIN-M position endpoint's names) are accepted too.
+    ``timestamp`` comes as a number or a string of digits.
+    """
+    _rest_body(msg)
+    if type(msg) is not list:
+        raise MalformedMessage("ratio response is not a JSON array")
+    out: list[LongShortRatio] = []
+    for raw in msg:
+        row = _obj(raw, "row")
+        _check_symbol(row["symbol"], symbol)
+        long_key, short_key = (
+            ("longAccount", "shortAccount") if "longAccount" in row else ("longPosition", "shortPosition")
+        )
+        out.append(
+            LongShortRatio(
+                exchange=EXCHANGE,
+                symbol=symbol,
+                recv_ns=recv_ns,
+                ts_ns=_ms(row["timestamp"], "timestamp"),
+                kind=kind,
+                long_short_ratio=_qty(row["longShortRatio"], "longShortRatio"),
+                long_share=_qty(row[long_key], long_key),
+                short_share=_qty(row[short_key], short_key),
+            )
+        )
+    return out
+
+
+# --- importer CSV channels -----------------------------------------------------------------------
+
+
+def _csv_fields(line: str, counts: tuple[int, ...]) -> list[str]:
+    fields = [part.strip() for part in line.strip().split(",")]
+    if len(fields) not in counts:
+        raise MalformedMessage(
+            f"CSV line has {len(fields)} columns, expected {' or '.join(map(str, counts))}"
+        )
+    return fields
+
+
+def parse_force_order_csv(line: str, symbol: str, recv_ns: int) -> Liquidation:
+    """``csv:forceOrder``: ``s,S,o,f,q,p,ap,X,l,z,T,usd_size``, the recorder having stripped ``USDT``
+    (``BTC`` = BTCUSDT); ``ap`` may be ``None``; ``usd_size`` is ignored (not uniform across
+    recorders). Real sample (moondev-liq-captures bandsthobaby/binance_bigliqs.csv)::
+
+        BTC,BUY,LIMIT,IOC,0.025,59935.28,59697.40,FILLED,0.025,0.025,1723971641090,1498.382
+    """
+    s, side, _otype, _tif, q, p, ap, status, last, filled, stamp, _usd = _csv_fields(line, (12,))
+    if s not in (symbol, _instrument(symbol)):
+        raise SymbolMismatch(f"symbol {_short(s)}, expected {symbol!r}")
+    return Liquidation(
+        exchange=EXCHANGE,
+        symbol=symbol,
+        recv_ns=recv_ns,
+        ts_ns=_ms(stamp, "T"),
+        side=_liquidated(side),
+        price=_price(p, "p"),
+        avg_price=None if ap in ("None", "") else _qty(ap, "ap"),
+        qty=_qty(q, "q", allow_zero=False),
+        filled_qty=_qty(filled, "z"),
+        last_filled_qty=_qty(last, "l"),
+        status=status,
+    )
+
+
+_BOOL_TEXT = {"true": True, "false": False}
+
+
+def parse_agg_trade_csv(line: str, symbol: str, recv_ns: int) -> Trade:
+    """``csv:aggTrade``: ``event_time_ms, SYMBOL, agg_trade_id, price, qty, trade_time_ms,
+    is_buyer_maker[, extra, extra]``. Real sample (moondev-liq-captures paulius/binance_trades.csv)::
+
+        1737897220002, BTCUSDT, 2541757614, 104943.5, 0.15, 1737897219873, False
+    """
+    fields = _csv_fields(line, (7, 9))
+    _check_symbol(fields[1], symbol)
+    maker = _BOOL_TEXT.get(fields[6].lower())
+    if maker is None:
+        raise InvalidValue(f"is_buyer_maker={_short(fields[6])} is not True/False")
+    return Trade(
+        exchange=EXCHANGE,
+        symbol=symbol,
+        recv_ns=recv_ns,
+        ts_ns=_ms(fields[5], "trade_time_ms"),
+        trade_id=_int(fields[2], "agg_trade_id"),
+        price=_price(fields[3], "price"),
+        qty=_qty(fields[4], "qty", allow_zero=False),
+        taker_side=_TAKER[maker],
+        aggregated=True,
+        first_trade_id=None,
+        last_trade_id=None,
+        insurance_fund=False,
+    )
+
+
+# --- connection events ---------------------------------------------------------------------------
+
+
+def parse_connection(record: RawRecord, symbol: str) -> ConnectionEvent:
+    """``conn:open`` / ``conn:close`` / ``conn:gap`` / ``conn:*``: the collector's own line.
+
+    ``detail`` is the payload's JSON object, ``{"text": ...}`` (first 200 characters) for anything
+    else, ``{}`` for an empty payload.
+    """
+    text = record.payload.decode("utf-8", errors="replace").strip()
+    detail: dict[str, Any] = {}
+    if text:
+        try:
+            parsed = _loads(record.payload)
+        except ValueError:
+            parsed = None
+        detail = parsed if type(parsed) is dict else {"text": text[:200]}
+    return ConnectionEvent(
+        exchange=EXCHANGE,
+        symbol=symbol,
+        recv_ns=record.recv_ns,
+        kind=record.channel.partition(":")[2],
+        detail=detail,
+        collector=record.collector,
+    )
+
+
+# --- dispatch ------------------------------------------------------------------------------------
+
+_JsonParser = Callable[[Any, str, int], Event]
+
+_WS_OR_REST: dict[str, _JsonParser] = {
+    "ws:depth": parse_depth_update,
+    "ws:trade": parse_trade,
+    "ws:aggTrade": parse_agg_trade,
+    "ws:bookTicker": parse_book_ticker,
+    "ws:markPrice": parse_mark_price,
+    "ws:forceOrder": parse_force_order,
+    "rest:depth": parse_depth_snapshot,
+    "rest:oi": parse_open_interest,
+}
+_CSV: dict[str, Callable[[str, str, int], Event]] = {
+    "csv:forceOrder": parse_force_order_csv,
+    "csv:aggTrade": parse_agg_trade_csv,
+}
+_IGNORED = frozenset({"ws:kline"})
+_RATIO_PREFIX = "rest:ratio:"
+
+CHANNELS: frozenset[str] = frozenset(
+    {*_WS_OR_REST, *_CSV, *_IGNORED, *(_RATIO_PREFIX + name for name in RATIO_ENDPOINTS)}
+)
+"""Every channel tag :func:`normalize` knows, besides ``conn:*``."""
+
+
+def _decode(payload: bytes) -> Any:
+    try:
+        return _loads(payload)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise MalformedMessage(f"not JSON ({type(exc).__name__})") from None
+
+
+def _dispatch(record: RawRecord, symbol: str) -> list[Event]:
+    channel = record.channel
+    parser = _WS_OR_REST.get(channel)
+    if parser is not None:
+        return [parser(_decode(record.payload), symbol, record.recv_ns)]
+    if channel in _IGNORED:
+        return []
+    csv_parser = _CSV.get(channel)
+    if csv_parser is not None:
+        try:
+            line = record.payload.decode("utf-8")
+        except UnicodeDecodeError:
+            raise MalformedMessage("CSV line is not UTF-8") from None
+        return [csv_parser(line, symbol, record.recv_ns)]
+    if channel.startswith(_RATIO_PREFIX):
+        kind = RATIO_ENDPOINTS.get(channel[len(_RATIO_PREFIX) :])
+        if kind is not None:
+            return list[Event](parse_long_short_ratio(_decode(record.payload), symbol, record.recv_ns, kind))
+    elif channel.startswith("conn:"):
+        return [parse_connection(record, symbol)]
+    raise UnknownChannel(f"unknown channel {_short(channel)}")
+
+
+def normalize(record: RawRecord, symbol: str) -> list[Event]:
+    """The events of one Binance USDT-M record for our ``symbol`` (``BTC``), in message order.
+
+    Raises a :class:`~moonstream.jobs.normalize.NormalizeError` subclass carrying the record's
+    exchange, channel and recv_ns: :class:`MalformedMessage`, :class:`InvalidValue`,
+    :class:`SymbolMismatch` or :class:`UnknownChannel`. ``ws:kline`` is recorded but not used: ``[]``.
+    """
+    try:
+        return _dispatch(record, symbol)
+    except NormalizeError as exc:
+        raise exc.with_context(
+            exchange=record.exchange, channel=record.channel, recv_ns=record.recv_ns
+        ) from None

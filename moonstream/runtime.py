@@ -1,0 +1,121 @@
+"""The embedded runtime (``moonstream run``) and the offline demo (``moonstream demo``).
+
+``run`` starts what exists today: the local site server and a minute loop that runs every symbol's
+minute job once that minute's raw files are due. The live collector is not built yet (issue 3); until
+then the loop publishes each minute with every exchange reported missing, which is exactly what
+``v1/health.json`` should say when nothing is being recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+
+from moonstream.jobs.config import JobConfig
+from moonstream.jobs.minute import JobContext, run_minute
+from moonstream.publish.server import serve_in_thread
+from moonstream.publish.site import publish_static_assets
+from moonstream.timeutil import iso_minute, minute_of
+
+logger = logging.getLogger(__name__)
+
+#: How long after a minute ends its job runs: the collector finalizes files at minute end + grace.
+MINUTE_DELAY_SECONDS = 5.0
+
+DEMO_FILES = (
+    "hftbacktest-binance-usdm/btcusdt_20240718.gz",
+    "hftbacktest-binance-usdm/btcusdt_20240719.gz",
+    "hftbacktest-binance-usdm/ethusdt_20240718.gz",
+    "hftbacktest-binance-usdm/ethusdt_20240719.gz",
+)
+DEMO_RANGE = ("2024-07-18T23:57", "2024-07-19T00:05")
+
+
+def _install_stop_handlers(stop: threading.Event) -> None:
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        logger.info("received %s: finishing the running minute, then stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+
+
+def run_embedded(config: JobConfig, *, host: str, port: int) -> int:
+    """Serve the site and run minute jobs as minutes close, until SIGINT/SIGTERM."""
+    ctx = JobContext.open(config)
+    publish_static_assets(ctx.site, ctx.layout)
+    server, _thread = serve_in_thread(ctx.site, host, port)
+    bound_host, bound_port = server.server_address[:2]
+    logger.info("site %s served at http://%s:%s/", config.site_url, bound_host, bound_port)
+    logger.info("data store %s; symbols %s", config.data_url, ",".join(config.symbols))
+    logger.warning("collector: not built yet (issue 3); no exchange data is being recorded")
+    stop = threading.Event()
+    _install_stop_handlers(stop)
+    next_minute = minute_of(time.time_ns()) - 1
+    try:
+        while not stop.is_set():
+            due_at = (next_minute + 1) * 60 + MINUTE_DELAY_SECONDS
+            if stop.wait(max(0.0, due_at - time.time())):
+                break
+            for symbol in config.symbols:
+                try:
+                    run_minute(ctx, symbol, next_minute, now_ns=time.time_ns())
+                except Exception:
+                    logger.exception(
+                        "minute job %s %s failed; other symbols continue", symbol, iso_minute(next_minute)
+                    )
+            next_minute += 1
+    finally:
+        server.shutdown()
+        server.server_close()
+        logger.info("stopped cleanly")
+    return 0
+
+
+def _shared_data_dir() -> Path:
+    return Path(os.environ.get("MOONSTREAM_SHARED_DATA", Path.cwd().parent / "shared" / "data"))
+
+
+def run_demo(config: JobConfig, *, host: str, port: int, serve: bool) -> int:
+    """Import real recordings from the shared data, backfill them, then serve the site."""
+    from moonstream.collector.importers import run_import
+    from moonstream.jobs.backfill import backfill
+    from moonstream.timeutil import parse_minute
+
+    shared = _shared_data_dir()
+    files = [shared / name for name in DEMO_FILES]
+    if not all(f.is_file() for f in files):
+        logger.error(
+            "shared data not found at %s (set MOONSTREAM_SHARED_DATA); the market simulator that "
+            "would replace it is not built yet (issue 6)",
+            shared,
+        )
+        return 1
+    if config.data_url == JobConfig().data_url and config.site_url == JobConfig().site_url:
+        config = replace(config, data_url="var/demo/data", site_url="var/demo/site")
+    symbols = tuple(s for s in config.symbols if s in ("BTC", "ETH")) or ("BTC", "ETH")
+    config = replace(config, symbols=symbols, exchanges=("binance",))
+    run_import(files, config.data_url, set(symbols), "auto")
+    ctx = JobContext.open(config)
+    backfill(ctx, symbols, parse_minute(DEMO_RANGE[0]), parse_minute(DEMO_RANGE[1]))
+    if not serve:
+        return 0
+    server, _thread = serve_in_thread(ctx.site, host, port)
+    bound_host, bound_port = server.server_address[:2]
+    logger.info("demo site at http://%s:%s/ (Ctrl-C to stop)", bound_host, bound_port)
+    stop = threading.Event()
+    _install_stop_handlers(stop)
+    while not stop.wait(1.0):
+        pass
+    server.shutdown()
+    server.server_close()
+    return 0
+
+
+__all__ = ["run_demo", "run_embedded"]

@@ -1,0 +1,314 @@
+"""A store in a local directory: objects are files under ``root``, written atomically.
+
+Layout under ``root``::
+
+    <key>                      the object's bytes, exactly (a web server can serve root as is)
+    .meta/objects/<key>        sidecar JSON: content_type, cache_control, content_encoding
+    .meta/locks/<xx>.lock      256 lock stripes (``xx`` = first byte of sha256(key)) for fcntl.flock
+
+Sidecars mirror the object tree without a suffix, so two keys collide in the sidecar tree exactly when
+they collide as files (``a`` and ``a/b`` cannot both exist in a directory store, unlike S3).
+
+Every write goes to a ``.tmp-*`` file in the target directory, is fsynced, renamed over the target with
+``os.replace`` and the directory fsynced. The sidecar is written before the object, so an existing
+object always has its sidecar; a crash between the two leaves the previous object with the new
+metadata, never a torn object. Writers of one key (create, replace, put, delete) hold the key's stripe
+lock exclusively, across processes, which makes create-only and compare-and-swap exact; readers hold it
+shared where the lock file can be opened, so bytes and metadata are read as one version.
+
+The etag is the hex md5 of the bytes (unquoted), computed from the file, never cached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import mimetypes
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from moonstream.store.base import (
+    TEMP_PREFIX,
+    ObjectExists,
+    ObjectMeta,
+    ObjectNotFound,
+    PreconditionFailed,
+    Store,
+    StoredObject,
+    StoreError,
+    validate_key,
+    validate_prefix,
+)
+
+logger = logging.getLogger(__name__)
+
+META_DIR = ".meta"
+
+# Content types of the files this project writes, independent of the machine's /etc/mime.types.
+_KNOWN_TYPES = {
+    ".json": "application/json",
+    ".jsonl": "application/x-ndjson",
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+    ".csv": "text/csv; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".bin": "application/octet-stream",
+    ".zst": "application/zstd",
+    ".gz": "application/gzip",
+}
+
+_MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
+
+
+def guess_meta(key: str) -> ObjectMeta:
+    """Default metadata for an object without a sidecar, from its extension."""
+    suffix = os.path.splitext(key)[1].lower()
+    content_type = _KNOWN_TYPES.get(suffix) or mimetypes.guess_type(key, strict=True)[0]
+    return ObjectMeta(content_type=content_type or "application/octet-stream")
+
+
+def md5_etag(data: bytes) -> str:
+    """The etag of ``data`` as both stores report it for a single-part write: hex md5, unquoted."""
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _ensure_dir(path: Path) -> None:
+    """``mkdir -p`` that fsyncs each parent whose entries it changed."""
+    if path.is_dir():
+        return
+    _ensure_dir(path.parent)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        if not path.is_dir():
+            raise
+        return
+    _fsync_dir(path.parent)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a fsynced temp file in the same directory and ``os.replace``."""
+    _ensure_dir(path.parent)
+    tmp = path.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+    # 0o666 minus the umask, like any file: a web server must be able to read what we publish.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def _meta_to_json(meta: ObjectMeta) -> bytes:
+    doc = {
+        "content_type": meta.content_type,
+        "cache_control": meta.cache_control,
+        "content_encoding": meta.content_encoding,
+    }
+    return json.dumps(doc, sort_keys=True).encode()
+
+
+def _meta_from_json(raw: bytes) -> ObjectMeta:
+    doc = json.loads(raw)
+    if not isinstance(doc, dict):
+        raise ValueError("sidecar is not a JSON object")
+    content_type = doc.get("content_type")
+    cache_control = doc.get("cache_control")
+    content_encoding = doc.get("content_encoding")
+    if not isinstance(content_type, str):
+        raise ValueError("sidecar content_type is not a string")
+    for name, value in (("cache_control", cache_control), ("content_encoding", content_encoding)):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"sidecar {name} is not a string or null")
+    return ObjectMeta(content_type, cache_control, content_encoding)
+
+
+class LocalStore(Store):
+    """Objects as files under ``root``; see the module docstring for layout and guarantees."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).absolute()
+        self.url = self.root.as_uri()
+        self._meta_root = self.root / META_DIR / "objects"
+        self._lock_root = self.root / META_DIR / "locks"
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.root)!r})"
+
+    # -- paths and locks -------------------------------------------------------------------------
+
+    def _object_path(self, key: str) -> Path:
+        return self.root / validate_key(key)
+
+    def _sidecar_path(self, key: str) -> Path:
+        return self._meta_root / key
+
+    @contextlib.contextmanager
+    def _locked(self, key: str, *, exclusive: bool) -> Iterator[None]:
+        """Hold the key's stripe lock; shared locks are skipped where the lock file cannot be opened."""
+        stripe = hashlib.sha256(key.encode()).hexdigest()[:2]
+        path = self._lock_root / f"{stripe}.lock"
+        fd: int | None
+        if exclusive:
+            _ensure_dir(self._lock_root)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        else:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            except OSError:
+                fd = None  # a read-only or never-written store: nothing writes it concurrently
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            if fd is not None:
+                os.close(fd)  # releases the lock
+
+    def _wrap_os_error(self, op: str, key: str, exc: OSError) -> StoreError:
+        return StoreError(f"{self.url}: {op} {key!r} failed: {exc.strerror or exc}")
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def _read_meta(self, key: str) -> ObjectMeta:
+        try:
+            raw = self._sidecar_path(key).read_bytes()
+        except _MISSING:
+            return guess_meta(key)
+        try:
+            return _meta_from_json(raw)
+        except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+            logger.warning("%s: ignoring unreadable sidecar of %r (%s)", self.url, key, exc)
+            return guess_meta(key)
+
+    def _current_etag(self, path: Path) -> str | None:
+        try:
+            with path.open("rb") as fh:
+                return hashlib.file_digest(fh, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
+        except _MISSING:
+            return None
+
+    def read(self, key: str) -> StoredObject:
+        """The object's bytes, etag and metadata; raises :class:`ObjectNotFound`."""
+        path = self._object_path(key)
+        try:
+            with self._locked(key, exclusive=False):
+                try:
+                    data = path.read_bytes()
+                except _MISSING as exc:
+                    raise ObjectNotFound(f"{self.url}: no object {key!r}") from exc
+                meta = self._read_meta(key)
+        except OSError as exc:
+            raise self._wrap_os_error("read", key, exc) from exc
+        return StoredObject(key=key, data=data, etag=md5_etag(data), meta=meta)
+
+    def head(self, key: str) -> StoredObject | None:
+        """Etag and metadata without the body, or None if absent."""
+        path = self._object_path(key)
+        try:
+            with self._locked(key, exclusive=False):
+                etag = self._current_etag(path)
+                if etag is None:
+                    return None
+                meta = self._read_meta(key)
+        except OSError as exc:
+            raise self._wrap_os_error("head", key, exc) from exc
+        return StoredObject(key=key, data=b"", etag=etag, meta=meta)
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Every key starting with ``prefix``, sorted; never sidecars, locks or temp files."""
+        head, _, _ = validate_prefix(prefix).rpartition("/")
+        if head.split("/")[0] == META_DIR:
+            return iter(())
+        base = self.root / head if head else self.root
+        keys: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            rel = os.path.relpath(dirpath, self.root)
+            rel = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+            dirnames[:] = [
+                d for d in dirnames if not d.startswith(TEMP_PREFIX) and not (rel == "" and d == META_DIR)
+            ]
+            for name in filenames:
+                key = rel + name
+                if not name.startswith(TEMP_PREFIX) and key.startswith(prefix):
+                    keys.append(key)
+        return iter(sorted(keys))
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def _write(self, key: str, path: Path, data: bytes, meta: ObjectMeta) -> str:
+        if path.is_dir():
+            raise StoreError(f"{self.url}: cannot write {key!r}: other keys live under it")
+        _atomic_write(self._sidecar_path(key), _meta_to_json(meta))
+        _atomic_write(path, data)
+        return md5_etag(data)
+
+    def create(self, key: str, data: bytes, meta: ObjectMeta) -> str:
+        """Write a new object; raise :class:`ObjectExists` if the key exists. Returns the etag."""
+        path = self._object_path(key)
+        try:
+            with self._locked(key, exclusive=True):
+                if path.is_file():
+                    raise ObjectExists(f"{self.url}: {key!r} already exists")
+                return self._write(key, path, data, meta)
+        except OSError as exc:
+            raise self._wrap_os_error("create", key, exc) from exc
+
+    def replace(self, key: str, data: bytes, meta: ObjectMeta, *, expected_etag: str | None) -> str:
+        """Compare-and-swap under the key's exclusive lock; see :meth:`Store.replace`."""
+        path = self._object_path(key)
+        try:
+            with self._locked(key, exclusive=True):
+                current = self._current_etag(path)
+                if current != expected_etag:
+                    state = "is absent" if current is None else f"has etag {current}"
+                    wanted = "absent" if expected_etag is None else f"etag {expected_etag}"
+                    raise PreconditionFailed(f"{self.url}: {key!r} {state}, expected {wanted}")
+                return self._write(key, path, data, meta)
+        except OSError as exc:
+            raise self._wrap_os_error("replace", key, exc) from exc
+
+    def put(self, key: str, data: bytes, meta: ObjectMeta) -> str:
+        """Unconditional atomic write."""
+        path = self._object_path(key)
+        try:
+            with self._locked(key, exclusive=True):
+                return self._write(key, path, data, meta)
+        except OSError as exc:
+            raise self._wrap_os_error("put", key, exc) from exc
+
+    def delete(self, key: str) -> None:
+        """Remove the object, then its sidecar; absent is not an error. Empty directories stay."""
+        path = self._object_path(key)
+        try:
+            with self._locked(key, exclusive=True):
+                for victim in (path, self._sidecar_path(key)):
+                    try:
+                        victim.unlink()
+                    except _MISSING:
+                        continue
+                    _fsync_dir(victim.parent)
+        except OSError as exc:
+            raise self._wrap_os_error("delete", key, exc) from exc

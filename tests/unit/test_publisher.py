@@ -1,0 +1,113 @@
+"""The publisher's ordering and pointer rules, against a real local-directory store."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from moonstream.publish.encode import canonical_json
+from moonstream.publish.errors import ImmutableConflict
+from moonstream.publish.layout import SiteLayout
+from moonstream.publish.publisher import publication
+from moonstream.publish.site import add_minute_documents
+from moonstream.store.base import IMMUTABLE_CACHE_CONTROL
+from moonstream.store.local import LocalStore
+
+LAYOUT = SiteLayout()
+SOURCES = {"exchanges": {}, "missing_exchanges": ["binance"]}
+
+
+def doc(minute: str, value: int = 1) -> dict:
+    return {"minute": minute, "value": value}
+
+
+def read(store: LocalStore, key: str) -> dict:
+    obj = store.read(key)
+    return json.loads(gzip.decompress(obj.data) if obj.meta.content_encoding == "gzip" else obj.data)
+
+
+def test_canonical_json_is_sorted_compact_and_refuses_nan() -> None:
+    assert canonical_json({"b": 1, "a": [1.5, "x"]}) == b'{"a":[1.5,"x"],"b":1}'
+    with pytest.raises(ValueError):
+        canonical_json({"a": float("nan")})
+
+
+def test_exception_inside_the_block_writes_nothing(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    with pytest.raises(RuntimeError), publication(store, LAYOUT) as pub:
+        add_minute_documents(pub, LAYOUT, "BTC", 100, {"market": doc("1970-01-01T01:40:00Z")}, SOURCES, None)
+        raise RuntimeError("engine failed")
+    assert list(store.list("")) == []
+
+
+def test_versions_then_pointers_with_headers(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    with publication(store, LAYOUT) as pub:
+        add_minute_documents(pub, LAYOUT, "BTC", 100, {"market": doc("1970-01-01T01:40:00Z")}, SOURCES, None)
+    keys = pub.report.keys_written
+    assert keys[0] == "v1/BTC/market/1970-01-01/0140.json"
+    assert keys[1:] == ["v1/BTC/market/latest.json", "v1/index.json", "v1/health.json"]
+    version = store.read(keys[0])
+    assert version.meta.cache_control == IMMUTABLE_CACHE_CONTROL
+    assert version.meta.content_encoding == "gzip" and version.meta.content_type == "application/json"
+    latest = store.read("v1/BTC/market/latest.json")
+    assert latest.meta.cache_control is not None and "max-age=5" in latest.meta.cache_control
+    assert read(store, "v1/BTC/market/latest.json") == doc("1970-01-01T01:40:00Z")
+    assert read(store, "v1/health.json")["symbols"]["BTC"]["missing_exchanges"] == ["binance"]
+
+
+def test_latest_and_health_only_move_forward(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    for minute, text in ((101, "1970-01-01T01:41:00Z"), (100, "1970-01-01T01:40:00Z")):
+        with publication(store, LAYOUT) as pub:
+            add_minute_documents(pub, LAYOUT, "BTC", minute, {"market": doc(text)}, SOURCES, None)
+    assert read(store, "v1/BTC/market/latest.json")["minute"] == "1970-01-01T01:41:00Z"
+    assert read(store, "v1/health.json")["symbols"]["BTC"]["last_minute"] == "1970-01-01T01:41:00Z"
+    assert store.exists("v1/BTC/market/1970-01-01/0140.json")
+
+
+def test_index_accumulates_symbols(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    for symbol in ("ETH", "BTC"):
+        with publication(store, LAYOUT) as pub:
+            add_minute_documents(
+                pub, LAYOUT, symbol, 100, {"market": doc("1970-01-01T01:40:00Z")}, SOURCES, None
+            )
+    index = read(store, "v1/index.json")
+    assert list(index["symbols"]) == ["BTC", "ETH"]
+    assert (
+        index["symbols"]["ETH"]["products"]["market"]["versions"] == "/v1/ETH/market/{YYYY-MM-DD}/{HHMM}.json"
+    )
+
+
+def test_same_minute_republished_identically_writes_nothing(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    for _ in range(2):
+        with publication(store, LAYOUT) as pub:
+            add_minute_documents(
+                pub, LAYOUT, "BTC", 100, {"market": doc("1970-01-01T01:40:00Z")}, SOURCES, None
+            )
+    assert pub.report.immutables_written == 0 and pub.report.pointers_written == 0
+    assert pub.report.immutables_unchanged == 1 and pub.report.pointers_unchanged == 3
+
+
+def test_changed_immutable_is_refused_unless_replacing(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    with publication(store, LAYOUT) as pub:
+        add_minute_documents(
+            pub, LAYOUT, "BTC", 100, {"market": doc("1970-01-01T01:40:00Z", 1)}, SOURCES, None
+        )
+    with pytest.raises(ImmutableConflict), publication(store, LAYOUT) as pub:
+        add_minute_documents(
+            pub, LAYOUT, "BTC", 100, {"market": doc("1970-01-01T01:40:00Z", 2)}, SOURCES, None
+        )
+    assert read(store, "v1/BTC/market/latest.json")["value"] == 1
+    with publication(store, LAYOUT, replace_immutable=True) as pub:
+        add_minute_documents(
+            pub, LAYOUT, "BTC", 100, {"market": doc("1970-01-01T01:40:00Z", 2)}, SOURCES, None
+        )
+    assert read(store, "v1/BTC/market/1970-01-01/0140.json")["value"] == 2
+    assert read(store, "v1/BTC/market/latest.json")["value"] == 2
