@@ -585,7 +585,9 @@ def _list_keys(store: Store, symbol: str, first: int | None, last: int | None) -
             prefixes = [f"{RAW_PREFIX}{symbol}/{day}/{hhmm}/"]
         else:
             days = range(first // _MINUTES_PER_DAY, last // _MINUTES_PER_DAY + 1)
-            prefixes = [f"{RAW_PREFIX}{symbol}/{minute_date_hhmm(day * _MINUTES_PER_DAY)[0]}/" for day in days]
+            prefixes = [
+                f"{RAW_PREFIX}{symbol}/{minute_date_hhmm(day * _MINUTES_PER_DAY)[0]}/" for day in days
+            ]
     else:
         prefixes = [f"{RAW_PREFIX}{symbol}/"]
     keys: list[RawKey] = []
