@@ -121,9 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--symbols", default="BTC,ETH,SOL", help="symbols to import, or 'all' (default BTC,ETH,SOL)"
     )
-    p.add_argument(
-        "--format", default="auto", help="auto, hftbacktest, cryptofeed, liq-csv, trades-csv"
-    )
+    p.add_argument("--format", default="auto", help="auto, hftbacktest, cryptofeed, liq-csv, trades-csv")
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("backfill", help="run the minute job over a range of stored minutes")
