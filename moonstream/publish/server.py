@@ -61,8 +61,10 @@ def accepts_gzip(header: str | None) -> bool:
 
 class SiteRequestHandler(BaseHTTPRequestHandler):
     server_version = "moonstream"
-    sys_version = ""
     store: Store  # set on the subclass made by make_server
+
+    def version_string(self) -> str:
+        return self.server_version
 
     def log_message(self, format: str, *args: object) -> None:
         logger.debug("%s %s", self.address_string(), format % args)
