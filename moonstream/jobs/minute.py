@@ -15,7 +15,7 @@ from typing import Any
 
 from moonstream.collector.rawfile import RawRecord, ReadReport, read_minute
 from moonstream.jobs.config import JobConfig
-from moonstream.jobs.engines import market
+from moonstream.jobs.engines import ENGINES, engine_versions, products
 from moonstream.jobs.normalize import NormalizeStats, normalize_records
 from moonstream.jobs.state import SymbolState, load_state_before, save_state
 from moonstream.publish.layout import SiteLayout
@@ -27,8 +27,8 @@ from moonstream.timeutil import iso_minute, iso_ns, minute_start_ns
 logger = logging.getLogger(__name__)
 
 DOCUMENT_SCHEMA_VERSION = 1
-ENGINE_VERSIONS: dict[str, str] = {"market": market.ENGINE_VERSION}
-PRODUCTS: tuple[str, ...] = ("market",)
+ENGINE_VERSIONS: dict[str, str] = engine_versions()
+PRODUCTS: tuple[str, ...] = products()
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,6 @@ def compute_minute(
     """Pure: step every engine over one minute's raw records and build every product's document."""
     stats = NormalizeStats()
     events = normalize_records(records, symbol, stats)
-    market_state, market_body = market.step_market(state.engines.get("market", {}), events)
     sources = summarize_sources(records, expected_exchanges)
     envelope = {
         "schema_version": DOCUMENT_SCHEMA_VERSION,
@@ -112,10 +111,14 @@ def compute_minute(
         "sources": sources,
         "normalize_errors": stats.error_total(),
     }
-    documents = {
-        "market": {**envelope, "product": "market", "engine_version": market.ENGINE_VERSION, **market_body},
-    }
-    new_state = SymbolState(symbol, minute, dict(ENGINE_VERSIONS), {"market": market_state})
+    engine_states: dict[str, Any] = {}
+    documents: dict[str, dict[str, Any]] = {}
+    for engine in ENGINES:
+        previous = state.engines.get(engine.name, {})
+        engine_states[engine.name], bodies = engine.step(previous, events, symbol, minute)
+        for product, body in bodies.items():
+            documents[product] = {**envelope, "product": product, "engine_version": engine.version, **body}
+    new_state = SymbolState(symbol, minute, dict(ENGINE_VERSIONS), engine_states)
     return MinuteOutputs(new_state, documents, sources, stats)
 
 
