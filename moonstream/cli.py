@@ -51,24 +51,23 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from moonstream.jobs.backfill import backfill
+    from moonstream.jobs.backfill import backfill, plan_backfill
     from moonstream.jobs.minute import JobContext
 
     config = _job_config(args)
     ctx = JobContext.open(config)
+    first, last = parse_minute(args.start), parse_minute(args.end)
+    if args.dry_run:
+        for plan in plan_backfill(ctx, config.symbols, first, last):
+            print(
+                f"{plan.symbol}: {plan.minutes} minutes, {plan.minutes_with_data} with raw files, "
+                f"{plan.already_done} already done, {plan.to_process} to process"
+            )
+        return 0
     report = backfill(
-        ctx,
-        config.symbols,
-        parse_minute(args.start),
-        parse_minute(args.end),
-        progress=False if args.no_progress else None,
+        ctx, config.symbols, first, last, workers=args.workers, progress=False if args.no_progress else None
     )
-    print(
-        f"backfill done: {report.minutes_processed} minutes processed, {report.minutes_already_done} already "
-        f"done, {report.records} records, {report.errors} normalize errors, {report.objects_written} objects "
-        f"written, {report.duration_s:.1f}s",
-        file=sys.stderr,
-    )
+    print(f"backfill done: {report.summary()}", file=sys.stderr)
     return 0
 
 
@@ -134,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace immutable versions whose bytes changed (after an engine change)",
     )
+    p.add_argument("--workers", type=int, default=1, help="processes, one symbol each (default 1)")
+    p.add_argument("--dry-run", action="store_true", help="say what would be done, write nothing")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_backfill)
 

@@ -3,18 +3,26 @@
 A minute counts as done when its state checkpoint exists (written by the same engine versions) and
 every product's immutable version is on the site: state is saved only after publishing, so a kill
 at any point leaves the range resumable, and a re-run rewrites identical bytes or nothing at all.
+Symbols are independent: with ``workers > 1`` each symbol runs in its own process.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import queue
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from tqdm import tqdm
 
+from moonstream.collector.rawfile import list_raw_minutes
+from moonstream.jobs.config import JobConfig
 from moonstream.jobs.minute import ENGINE_VERSIONS, PRODUCTS, JobContext, run_minute
 from moonstream.jobs.state import SymbolState, checkpoint_key, load_state_before, read_checkpoint
 from moonstream.publish.site import publish_static_assets
@@ -25,13 +33,53 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class BackfillReport:
+    """What a backfill did; reports of several symbols add up with :meth:`merge`."""
+
     minutes_processed: int = 0
     minutes_already_done: int = 0
     records: int = 0
     errors: int = 0
     objects_written: int = 0
     minutes_without_data: dict[str, int] = field(default_factory=dict)
+    missing_exchange_minutes: dict[str, int] = field(default_factory=dict)
     duration_s: float = 0.0
+
+    def merge(self, other: BackfillReport) -> None:
+        self.minutes_processed += other.minutes_processed
+        self.minutes_already_done += other.minutes_already_done
+        self.records += other.records
+        self.errors += other.errors
+        self.objects_written += other.objects_written
+        self.minutes_without_data = dict(
+            Counter(self.minutes_without_data) + Counter(other.minutes_without_data)
+        )
+        self.missing_exchange_minutes = dict(
+            Counter(self.missing_exchange_minutes) + Counter(other.missing_exchange_minutes)
+        )
+
+    def summary(self) -> str:
+        rate = self.minutes_processed / self.duration_s if self.duration_s > 0 else 0.0
+        return (
+            f"{self.minutes_processed} minutes processed ({rate:.1f}/s), "
+            f"{self.minutes_already_done} already done, {self.records} records, "
+            f"{self.errors} normalize errors, {self.objects_written} objects written, "
+            f"minutes without data {self.minutes_without_data or 'none'}, "
+            f"missing exchange-minutes {self.missing_exchange_minutes or 'none'}, {self.duration_s:.1f}s"
+        )
+
+
+@dataclass(frozen=True)
+class SymbolPlan:
+    """What a backfill of one symbol would do (``--dry-run``)."""
+
+    symbol: str
+    minutes: int
+    minutes_with_data: int
+    already_done: int
+
+    @property
+    def to_process(self) -> int:
+        return self.minutes - self.already_done
 
 
 def _done_minutes(ctx: JobContext, symbol: str, first: int, last: int) -> int | None:
@@ -56,45 +104,110 @@ def _starting_state(ctx: JobContext, symbol: str, first: int, last: int) -> tupl
     return first, load_state_before(ctx.data, symbol, first, ENGINE_VERSIONS), 0
 
 
-def backfill(
-    ctx: JobContext, symbols: Sequence[str], first: int, last: int, *, progress: bool | None = None
+def plan_backfill(ctx: JobContext, symbols: Sequence[str], first: int, last: int) -> list[SymbolPlan]:
+    """Per symbol: minutes in range, minutes with raw files, minutes already done. Writes nothing."""
+    plans = []
+    for symbol in symbols:
+        done = _done_minutes(ctx, symbol, first, last)
+        plans.append(
+            SymbolPlan(
+                symbol=symbol,
+                minutes=last - first + 1,
+                minutes_with_data=len(list_raw_minutes(ctx.data, symbol, first, last)),
+                already_done=0 if done is None else done - first + 1,
+            )
+        )
+    return plans
+
+
+def backfill_symbol(
+    ctx: JobContext, symbol: str, first: int, last: int, progress: Any = None
 ) -> BackfillReport:
-    """Run the minute job for every symbol over ``first..last`` (inclusive), oldest first."""
+    """Run one symbol over ``first..last``, oldest first, resuming after finished minutes.
+
+    ``progress`` is anything with ``put(n)`` (a queue) or ``update(n)`` (a tqdm bar), told of each minute.
+    """
+    started = time.perf_counter()
+    report = BackfillReport()
+    start, state, already = _starting_state(ctx, symbol, first, last)
+    report.minutes_already_done = already
+    if already:
+        logger.info("%s: resuming after %d finished minutes, at %s", symbol, already, iso_minute(start))
+        _tell(progress, already)
+    for minute in range(start, last + 1):
+        state, result = run_minute(ctx, symbol, minute, state=state)
+        report.minutes_processed += 1
+        report.records += result.records
+        report.errors += result.errors
+        report.objects_written += result.objects_written
+        if result.records == 0:
+            report.minutes_without_data[symbol] = report.minutes_without_data.get(symbol, 0) + 1
+        for exchange in result.missing_exchanges:
+            report.missing_exchange_minutes[exchange] = report.missing_exchange_minutes.get(exchange, 0) + 1
+        _tell(progress, 1)
+    report.duration_s = time.perf_counter() - started
+    return report
+
+
+def _tell(progress: Any, n: int) -> None:
+    if progress is None:
+        return
+    if hasattr(progress, "update"):
+        progress.update(n)
+    else:
+        progress.put(n)
+
+
+def _worker(config: JobConfig, symbol: str, first: int, last: int, progress: Any) -> BackfillReport:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return backfill_symbol(JobContext.open(config), symbol, first, last, progress)
+
+
+def backfill(
+    ctx: JobContext,
+    symbols: Sequence[str],
+    first: int,
+    last: int,
+    *,
+    workers: int = 1,
+    progress: bool | None = None,
+) -> BackfillReport:
+    """Run the minute job for every symbol over ``first..last`` (inclusive), oldest first per symbol."""
     if last < first:
         raise ValueError(f"empty range: {iso_minute(first)} is after {iso_minute(last)}")
     started = time.perf_counter()
-    report = BackfillReport()
     publish_static_assets(ctx.site, ctx.layout)
     show = sys.stderr.isatty() if progress is None else progress
-    for symbol in symbols:
-        start, state, already = _starting_state(ctx, symbol, first, last)
-        report.minutes_already_done += already
-        if already:
-            logger.info("%s: resuming after %d finished minutes, at %s", symbol, already, iso_minute(start))
-        bar = tqdm(total=last - first + 1, initial=already, desc=symbol, unit="min", disable=not show)
-        for minute in range(start, last + 1):
-            state, result = run_minute(ctx, symbol, minute, state=state)
-            report.minutes_processed += 1
-            report.records += result.records
-            report.errors += result.errors
-            report.objects_written += result.objects_written
-            if result.records == 0:
-                report.minutes_without_data[symbol] = report.minutes_without_data.get(symbol, 0) + 1
-            bar.update(1)
-        bar.close()
+    total = len(symbols) * (last - first + 1)
+    report = BackfillReport()
+    with tqdm(total=total, desc="backfill", unit="min", disable=not show, smoothing=0.1) as bar:
+        if workers <= 1 or len(symbols) <= 1:
+            for symbol in symbols:
+                report.merge(backfill_symbol(ctx, symbol, first, last, bar))
+        else:
+            report = _backfill_parallel(ctx.config, symbols, first, last, workers, bar)
     report.duration_s = time.perf_counter() - started
     logger.info(
-        "backfill %s %s..%s: %d minutes processed, %d already done, %d records, %d errors, "
-        "%d objects written, minutes without data %s, %.1fs",
-        ",".join(symbols),
-        iso_minute(first),
-        iso_minute(last),
-        report.minutes_processed,
-        report.minutes_already_done,
-        report.records,
-        report.errors,
-        report.objects_written,
-        report.minutes_without_data or "none",
-        report.duration_s,
+        "backfill %s %s..%s: %s", ",".join(symbols), iso_minute(first), iso_minute(last), report.summary()
     )
+    return report
+
+
+def _backfill_parallel(
+    config: JobConfig, symbols: Sequence[str], first: int, last: int, workers: int, bar: tqdm[Any]
+) -> BackfillReport:
+    context = multiprocessing.get_context("spawn")
+    report = BackfillReport()
+    with context.Manager() as manager, ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        updates = manager.Queue()
+        futures: list[Future[BackfillReport]] = [
+            pool.submit(_worker, config, symbol, first, last, updates) for symbol in symbols
+        ]
+        while not all(f.done() for f in futures) or not updates.empty():
+            try:
+                bar.update(updates.get(timeout=0.2))
+            except queue.Empty:
+                continue
+        for future in futures:
+            report.merge(future.result())  # re-raises a worker's exception here
     return report

@@ -68,6 +68,7 @@ class MinuteResult:
     objects_written: int
     objects_unchanged: int
     duration_s: float
+    missing_exchanges: tuple[str, ...] = ()
 
 
 def summarize_sources(records: Sequence[RawRecord], expected: Sequence[str]) -> dict[str, Any]:
@@ -148,6 +149,7 @@ def run_minute(
         objects_written=pub.report.immutables_written + pub.report.pointers_written,
         objects_unchanged=pub.report.immutables_unchanged + pub.report.pointers_unchanged,
         duration_s=time.perf_counter() - started,
+        missing_exchanges=tuple(outputs.source_summary["missing_exchanges"]),
     )
     logger.info(
         "minute %s %s: %d records, %d events, %d errors, %d objects written (%d unchanged) in %.3fs%s",
