@@ -35,7 +35,7 @@ def _job_config(args: argparse.Namespace) -> JobConfig:
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="TOML file with [jobs] / [collector] / [publish] tables")
+    parser.add_argument("--config", type=Path, help="TOML file with [jobs] / [schedule] / [collector] tables")
     parser.add_argument("--data", dest="data_url", help=f"data store URL (default {DEFAULT_DATA_URL})")
     parser.add_argument("--site", dest="site_url", help=f"site store URL (default {DEFAULT_SITE_URL})")
 
@@ -98,9 +98,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from moonstream.jobs.scheduler import ScheduleConfig
     from moonstream.runtime import run_embedded
 
-    return run_embedded(_job_config(args), host=args.host, port=args.port)
+    schedule = build_config(ScheduleConfig, load_toml_section(args.config, "schedule"), section="schedule")
+    return run_embedded(_job_config(args), host=args.host, port=args.port, schedule=schedule)
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from moonstream.jobs.scheduler import ScheduleConfig
+    from moonstream.runtime import run_scheduler
+
+    schedule = build_config(ScheduleConfig, load_toml_section(args.config, "schedule"), section="schedule")
+    return run_scheduler(_job_config(args), schedule)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -144,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minute", required=True)
     p.set_defaults(func=cmd_minute)
 
+    p = sub.add_parser("schedule", help="run the per-symbol minute jobs as minutes close")
+    _add_common(p)
+    p.add_argument("--symbols", help="comma-separated symbols")
+    p.set_defaults(func=cmd_schedule)
+
     p = sub.add_parser("serve", help="serve the site store over HTTP with CDN headers")
     p.add_argument("--site", dest="site_url", help=f"site store URL (default {DEFAULT_SITE_URL})")
     p.add_argument("--host", default="127.0.0.1")
@@ -172,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("apscheduler").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return int(args.func(args))
     except ConfigError as exc:

@@ -42,7 +42,7 @@ def load_toml_section(path: Path | None, section: str) -> dict[str, Any]:
         return {}
     with path.open("rb") as handle:
         document = tomllib.load(handle)
-    unknown = sorted(set(document) - {"jobs", "collector", "publish", "serve"})
+    unknown = sorted(set(document) - {"jobs", "schedule", "collector", "publish", "serve"})
     if unknown:
         raise ConfigError(f"{path}: unknown section(s): {', '.join(unknown)}")
     table = document.get(section, {})

@@ -1,9 +1,9 @@
 """The embedded runtime (``moonstream run``) and the offline demo (``moonstream demo``).
 
-``run`` starts what exists today: the local site server and a minute loop that runs every symbol's
-minute job once that minute's raw files are due. The live collector is not built yet (issue 3); until
-then the loop publishes each minute with every exchange reported missing, which is exactly what
-``v1/health.json`` should say when nothing is being recorded.
+``run`` starts what exists today: the local site server and the per-symbol minute jobs
+(:mod:`moonstream.jobs.scheduler`). The live collector is not built yet (issue 3); until then each
+minute is published with every exchange reported missing, which is exactly what ``v1/health.json``
+should say when nothing is being recorded.
 """
 
 from __future__ import annotations
@@ -12,21 +12,17 @@ import logging
 import os
 import signal
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
 from moonstream.jobs.config import JobConfig
-from moonstream.jobs.minute import JobContext, run_minute
+from moonstream.jobs.minute import JobContext
+from moonstream.jobs.scheduler import MinuteScheduler, ScheduleConfig
 from moonstream.publish.server import serve_in_thread
 from moonstream.publish.site import publish_static_assets
-from moonstream.timeutil import iso_minute, minute_of
 
 logger = logging.getLogger(__name__)
-
-#: How long after a minute ends its job runs: the collector finalizes files at minute end + grace.
-MINUTE_DELAY_SECONDS = 5.0
 
 DEMO_FILES = (
     "hftbacktest-binance-usdm/btcusdt_20240718.gz",
@@ -46,8 +42,26 @@ def _install_stop_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handle)
 
 
-def run_embedded(config: JobConfig, *, host: str, port: int) -> int:
-    """Serve the site and run minute jobs as minutes close, until SIGINT/SIGTERM."""
+def run_scheduler(config: JobConfig, schedule: ScheduleConfig) -> int:
+    """``moonstream schedule``: the per-symbol minute jobs alone, until SIGINT/SIGTERM."""
+    ctx = JobContext.open(config)
+    publish_static_assets(ctx.site, ctx.layout)
+    stop = threading.Event()
+    _install_stop_handlers(stop)
+    scheduler = MinuteScheduler(ctx, schedule)
+    scheduler.start()
+    logger.info("minute jobs scheduled for %s (data %s, site %s)", ",".join(config.symbols),
+                config.data_url, config.site_url)  # fmt: skip
+    try:
+        stop.wait()
+    finally:
+        scheduler.shutdown()
+        logger.info("stopped cleanly")
+    return 0
+
+
+def run_embedded(config: JobConfig, *, host: str, port: int, schedule: ScheduleConfig | None = None) -> int:
+    """Serve the site and run the minute jobs as minutes close, until SIGINT/SIGTERM."""
     ctx = JobContext.open(config)
     publish_static_assets(ctx.site, ctx.layout)
     server, _thread = serve_in_thread(ctx.site, host, port)
@@ -57,21 +71,12 @@ def run_embedded(config: JobConfig, *, host: str, port: int) -> int:
     logger.warning("collector: not built yet (issue 3); no exchange data is being recorded")
     stop = threading.Event()
     _install_stop_handlers(stop)
-    next_minute = minute_of(time.time_ns()) - 1
+    scheduler = MinuteScheduler(ctx, schedule or ScheduleConfig())
+    scheduler.start()
     try:
-        while not stop.is_set():
-            due_at = (next_minute + 1) * 60 + MINUTE_DELAY_SECONDS
-            if stop.wait(max(0.0, due_at - time.time())):
-                break
-            for symbol in config.symbols:
-                try:
-                    run_minute(ctx, symbol, next_minute, now_ns=time.time_ns())
-                except Exception:
-                    logger.exception(
-                        "minute job %s %s failed; other symbols continue", symbol, iso_minute(next_minute)
-                    )
-            next_minute += 1
+        stop.wait()
     finally:
+        scheduler.shutdown()
         server.shutdown()
         server.server_close()
         logger.info("stopped cleanly")
@@ -118,4 +123,4 @@ def run_demo(config: JobConfig, *, host: str, port: int, serve: bool) -> int:
     return 0
 
 
-__all__ = ["run_demo", "run_embedded"]
+__all__ = ["run_demo", "run_embedded", "run_scheduler"]

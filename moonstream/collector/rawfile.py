@@ -615,6 +615,11 @@ def list_raw_minutes(
 _CORRUPT_LOGGED: set[str] = set()
 
 
+def list_raw_files(store: Store, symbol: str, minute: int) -> list[RawKey]:
+    """The finalized files of ``symbol``'s ``minute`` (every exchange and collector), by key."""
+    return sorted(_list_keys(store, symbol, minute, minute), key=lambda k: k.key)
+
+
 def _read_file(store: Store, key: RawKey, report: ReadReport) -> list[RawRecord]:
     name = key.key
     try:

@@ -124,10 +124,17 @@ def compute_minute(
 
 
 def run_minute(
-    ctx: JobContext, symbol: str, minute: int, *, state: SymbolState | None = None, now_ns: int | None = None
+    ctx: JobContext,
+    symbol: str,
+    minute: int,
+    *,
+    state: SymbolState | None = None,
+    now_ns: int | None = None,
+    publish: bool = True,
 ) -> tuple[SymbolState, MinuteResult]:
     """Run one symbol's minute end to end. ``state`` skips the state load (a backfill carries it);
-    ``now_ns`` (live runs only) lets the health document report lag."""
+    ``now_ns`` (live runs only) lets the health document report lag; ``publish=False`` (warm-up)
+    computes the new state without publishing or saving anything."""
     started = time.perf_counter()
     if state is None:
         state = load_state_before(ctx.data, symbol, minute, ENGINE_VERSIONS)
@@ -135,26 +142,31 @@ def run_minute(
     records = read_minute(ctx.data, symbol, minute, report=read_report)
     outputs = compute_minute(state, symbol, minute, records, ctx.config.exchanges)
     lag_s = None if now_ns is None else round((now_ns - minute_start_ns(minute + 1)) / 1e9, 3)
-    with publication(ctx.site, ctx.layout, replace_immutable=ctx.config.replace_immutable) as pub:
-        add_minute_documents(
-            pub, ctx.layout, symbol, minute, outputs.documents, outputs.source_summary, lag_s
-        )
-    save_state(ctx.data, outputs.state)
+    written = unchanged = 0
+    if publish:
+        with publication(ctx.site, ctx.layout, replace_immutable=ctx.config.replace_immutable) as pub:
+            add_minute_documents(
+                pub, ctx.layout, symbol, minute, outputs.documents, outputs.source_summary, lag_s
+            )
+        save_state(ctx.data, outputs.state)
+        written = pub.report.immutables_written + pub.report.pointers_written
+        unchanged = pub.report.immutables_unchanged + pub.report.pointers_unchanged
     result = MinuteResult(
         symbol=symbol,
         minute=minute,
         records=len(records),
         events=outputs.normalize.event_total(),
         errors=outputs.normalize.error_total(),
-        objects_written=pub.report.immutables_written + pub.report.pointers_written,
-        objects_unchanged=pub.report.immutables_unchanged + pub.report.pointers_unchanged,
+        objects_written=written,
+        objects_unchanged=unchanged,
         duration_s=time.perf_counter() - started,
         missing_exchanges=tuple(outputs.source_summary["missing_exchanges"]),
     )
     logger.info(
-        "minute %s %s: %d records, %d events, %d errors, %d objects written (%d unchanged) in %.3fs%s",
+        "minute %s %s%s: %d records, %d events, %d errors, %d objects written (%d unchanged) in %.3fs%s",
         symbol,
         iso_minute(minute),
+        "" if publish else " (warm-up)",
         result.records,
         result.events,
         result.errors,
