@@ -69,6 +69,7 @@ class MinuteResult:
     objects_unchanged: int
     duration_s: float
     missing_exchanges: tuple[str, ...] = ()
+    immutables_written: int = 0
 
 
 def summarize_sources(records: Sequence[RawRecord], expected: Sequence[str]) -> dict[str, Any]:
@@ -142,7 +143,7 @@ def run_minute(
     records = read_minute(ctx.data, symbol, minute, report=read_report)
     outputs = compute_minute(state, symbol, minute, records, ctx.config.exchanges)
     lag_s = None if now_ns is None else round((now_ns - minute_start_ns(minute + 1)) / 1e9, 3)
-    written = unchanged = 0
+    written = unchanged = immutables = 0
     if publish:
         with publication(ctx.site, ctx.layout, replace_immutable=ctx.config.replace_immutable) as pub:
             add_minute_documents(
@@ -151,6 +152,7 @@ def run_minute(
         save_state(ctx.data, outputs.state)
         written = pub.report.immutables_written + pub.report.pointers_written
         unchanged = pub.report.immutables_unchanged + pub.report.pointers_unchanged
+        immutables = pub.report.immutables_written
     result = MinuteResult(
         symbol=symbol,
         minute=minute,
@@ -161,6 +163,7 @@ def run_minute(
         objects_unchanged=unchanged,
         duration_s=time.perf_counter() - started,
         missing_exchanges=tuple(outputs.source_summary["missing_exchanges"]),
+        immutables_written=immutables,
     )
     logger.info(
         "minute %s %s%s: %d records, %d events, %d errors, %d objects written (%d unchanged) in %.3fs%s",

@@ -1,0 +1,108 @@
+"""AWS Lambda entry points (``handler(event, context)``) for the minute job.
+
+Configuration comes from the environment, read once per cold start:
+``MOONSTREAM_DATA_URL``, ``MOONSTREAM_SITE_URL`` (``s3://bucket/prefix``), ``MOONSTREAM_SYMBOLS``
+(comma-separated), ``MOONSTREAM_EXCHANGES``, ``MOONSTREAM_SITE_PREFIX``; the S3 endpoint as for
+every store (``MOONSTREAM_S3_ENDPOINT_URL`` or the AWS defaults).
+
+Events:
+
+* ``{"symbol": "BTC", "minute": "2024-07-19T00:00"}`` - one symbol-minute (the fan-out form: one
+  invocation per symbol, so symbols never wait for each other);
+* ``{"symbols": ["BTC", "ETH"], "minute": ...}`` - several, each tried even if another fails;
+* an EventBridge Scheduler event with ``"time"`` and no minute - the minute before that time.
+
+A failed symbol raises at the end (after the others ran), so the platform's retry re-runs the
+invocation; minute jobs are idempotent, so symbols that already succeeded write nothing again.
+The calibrate handler comes with the calibrator (issue 5).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from moonstream.config import build_config
+from moonstream.jobs.config import JobConfig
+from moonstream.jobs.minute import JobContext, run_minute
+from moonstream.timeutil import iso_minute, parse_minute
+
+logger = logging.getLogger(__name__)
+
+_ENV_KEYS = {
+    "MOONSTREAM_DATA_URL": "data_url",
+    "MOONSTREAM_SITE_URL": "site_url",
+    "MOONSTREAM_SYMBOLS": "symbols",
+    "MOONSTREAM_EXCHANGES": "exchanges",
+    "MOONSTREAM_SITE_PREFIX": "site_prefix",
+}
+_CONTEXTS: dict[JobConfig, JobContext] = {}
+
+
+class HandlerError(Exception):
+    """One or more symbols failed; the message lists them (never a traceback or a path)."""
+
+
+def config_from_env(environ: Mapping[str, str]) -> JobConfig:
+    """The job configuration the environment describes."""
+    values: dict[str, Any] = {}
+    for name, key in _ENV_KEYS.items():
+        if name not in environ:
+            continue
+        raw = environ[name]
+        if key == "symbols":
+            values[key] = [s.strip().upper() for s in raw.split(",") if s.strip()]
+        elif key == "exchanges":
+            values[key] = [s.strip() for s in raw.split(",") if s.strip()]
+        else:
+            values[key] = raw
+    return build_config(JobConfig, values, section="environment")
+
+
+def _context(config: JobConfig) -> JobContext:
+    if config not in _CONTEXTS:  # kept across warm invocations: one set of clients per container
+        _CONTEXTS[config] = JobContext.open(config)
+    return _CONTEXTS[config]
+
+
+def _event_minute(event: Mapping[str, Any]) -> int:
+    if "minute" in event:
+        return parse_minute(str(event["minute"]))
+    if "time" in event:
+        return parse_minute(str(event["time"])) - 1
+    raise ValueError("event names no 'minute' and no 'time'")
+
+
+def _event_symbols(event: Mapping[str, Any], config: JobConfig) -> list[str]:
+    if "symbol" in event:
+        return [str(event["symbol"]).upper()]
+    if "symbols" in event:
+        return [str(s).upper() for s in event["symbols"]]
+    return list(config.symbols)
+
+
+def minute_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+    """Run the minute job for the event's symbols and minute; returns a summary per symbol."""
+    config = config_from_env(os.environ)
+    ctx = _context(config)
+    minute = _event_minute(event)
+    results: list[dict[str, Any]] = []
+    failed: list[str] = []
+    for symbol in _event_symbols(event, config):
+        if symbol not in config.symbols:
+            logger.error("event names symbol %r, which is not configured", symbol)
+            failed.append(symbol)
+            continue
+        try:
+            _, result = run_minute(ctx, symbol, minute)
+        except Exception:
+            logger.exception("minute job %s %s failed", symbol, iso_minute(minute))
+            failed.append(symbol)
+            continue
+        results.append({"symbol": symbol, "minute": iso_minute(minute), "records": result.records,
+                        "errors": result.errors, "objects_written": result.objects_written})  # fmt: skip
+    if failed:
+        raise HandlerError(f"minute {iso_minute(minute)} failed for {', '.join(failed)}")
+    return {"minute": iso_minute(minute), "results": results}
