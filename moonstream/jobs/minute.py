@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from moonstream.collector.rawfile import RawRecord, ReadReport, read_minute
+from moonstream.collector.rawfile import RawRecord, ReadReport, raw_key, read_minute
 from moonstream.jobs.config import JobConfig
 from moonstream.jobs.engines import ENGINES, engine_versions, products
 from moonstream.jobs.normalize import NormalizeStats, normalize_records
@@ -120,7 +120,8 @@ def compute_minute(
         engine_states[engine.name], bodies = engine.step(previous, events, symbol, minute)
         for product, body in bodies.items():
             documents[product] = {**envelope, "product": product, "engine_version": engine.version, **body}
-    new_state = SymbolState(symbol, minute, dict(ENGINE_VERSIONS), engine_states)
+    raw_files = tuple(sorted({raw_key(symbol, minute, r.exchange, r.collector) for r in records}))
+    new_state = SymbolState(symbol, minute, dict(ENGINE_VERSIONS), engine_states, raw_files)
     return MinuteOutputs(new_state, documents, sources, stats)
 
 
@@ -132,10 +133,12 @@ def run_minute(
     state: SymbolState | None = None,
     now_ns: int | None = None,
     publish: bool = True,
+    late_files: int | None = None,
 ) -> tuple[SymbolState, MinuteResult]:
     """Run one symbol's minute end to end. ``state`` skips the state load (a backfill carries it);
-    ``now_ns`` (live runs only) lets the health document report lag; ``publish=False`` (warm-up)
-    computes the new state without publishing or saving anything."""
+    ``now_ns`` and ``late_files`` (live runs only) go into the health document as lag and the count
+    of raw files that arrived after their minute was published; ``publish=False`` (warm-up) computes
+    the new state without publishing or saving anything."""
     started = time.perf_counter()
     if state is None:
         state = load_state_before(ctx.data, symbol, minute, ENGINE_VERSIONS)
@@ -143,11 +146,12 @@ def run_minute(
     records = read_minute(ctx.data, symbol, minute, report=read_report)
     outputs = compute_minute(state, symbol, minute, records, ctx.config.exchanges)
     lag_s = None if now_ns is None else round((now_ns - minute_start_ns(minute + 1)) / 1e9, 3)
+    live = None if now_ns is None else {"lag_seconds": lag_s, "late_files": late_files or 0}
     written = unchanged = immutables = 0
     if publish:
         with publication(ctx.site, ctx.layout, replace_immutable=ctx.config.replace_immutable) as pub:
             add_minute_documents(
-                pub, ctx.layout, symbol, minute, outputs.documents, outputs.source_summary, lag_s
+                pub, ctx.layout, symbol, minute, outputs.documents, outputs.source_summary, live
             )
         save_state(ctx.data, outputs.state)
         written = pub.report.immutables_written + pub.report.pointers_written

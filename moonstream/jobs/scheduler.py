@@ -26,12 +26,15 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from moonstream.collector.rawfile import list_raw_files
 from moonstream.jobs.minute import ENGINE_VERSIONS, JobContext, MinuteResult, run_minute
-from moonstream.jobs.state import SymbolState, fresh_state, read_head_minute
+from moonstream.jobs.state import SymbolState, fresh_state, read_checkpoint, read_head_minute
 from moonstream.timeutil import NS_PER_SECOND, iso_minute, minute_of, minute_start_ns
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], int]
+
+#: How many earlier minutes each live minute re-lists to notice raw files that arrived late.
+LATE_FILE_LOOKBACK_MINUTES = 5
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ class SymbolRunner:
         self.history: list[MinuteResult] = []
         self._lock = threading.Lock()
         self._failed_minute: int | None = None
+        self.late_files: set[str] = set()
 
     def tick(self) -> None:
         """Run whatever is due now; returns early (to try again next tick) on a wait or a failure."""
@@ -113,8 +117,16 @@ class SymbolRunner:
         for minute in plan.publish:
             if self.stop.is_set() or not self._files_ready(minute, now):
                 return
+            self._find_late_files(minute)
             try:
-                _, result = run_minute(self.ctx, self.symbol, minute, state=state, now_ns=self.clock())
+                _, result = run_minute(
+                    self.ctx,
+                    self.symbol,
+                    minute,
+                    state=state,
+                    now_ns=self.clock(),
+                    late_files=len(self.late_files),
+                )
             except Exception:
                 if self._failed_minute != minute:
                     logger.exception("minute job %s %s failed; will retry", self.symbol, iso_minute(minute))
@@ -122,6 +134,20 @@ class SymbolRunner:
                 return
             state = None  # later minutes load the checkpoint just saved, as another runner would
             self.history.append(result)
+
+    def _find_late_files(self, minute: int) -> None:
+        """Raw files of recent minutes that were not there when those minutes were published."""
+        for earlier in range(minute - LATE_FILE_LOOKBACK_MINUTES, minute):
+            state = read_checkpoint(self.ctx.data, self.symbol, earlier, ENGINE_VERSIONS)
+            if state is None:
+                continue
+            for key in list_raw_files(self.ctx.data, self.symbol, earlier):
+                if key.key not in state.raw_files and key.key not in self.late_files:
+                    self.late_files.add(key.key)
+                    logger.warning(
+                        "late raw file %s arrived after %s %s was published; re-run that minute with "
+                        "backfill --replace-immutable", key.key, self.symbol, iso_minute(earlier),
+                    )  # fmt: skip
 
     def _files_ready(self, minute: int, now_ns: int) -> bool:
         """Every expected exchange has a file, or the bounded wait for late files is over."""

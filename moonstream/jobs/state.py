@@ -34,9 +34,11 @@ class SymbolState:
     minute: int | None
     engine_versions: dict[str, str]
     engines: dict[str, Any] = field(default_factory=dict)
+    raw_files: tuple[str, ...] = ()  # the minute files the last minute was computed from
 
     def to_document(self) -> dict[str, Any]:
         return {
+            "raw_files": list(self.raw_files),
             "schema_version": STATE_SCHEMA_VERSION,
             "symbol": self.symbol,
             "minute": self.minute,
@@ -83,7 +85,13 @@ def read_checkpoint(
             engine_versions,
         )
         return None
-    return SymbolState(symbol, document["minute"], document["engine_versions"], document["engines"])
+    return SymbolState(
+        symbol,
+        document["minute"],
+        document["engine_versions"],
+        document["engines"],
+        tuple(document.get("raw_files", ())),
+    )
 
 
 def read_head_minute(store: Store, symbol: str) -> int | None:

@@ -10,13 +10,16 @@ pointer backwards):
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
 from moonstream.publish.layout import API_VERSION, SiteLayout
 from moonstream.publish.publisher import PointerMerge, Publication
-from moonstream.store.base import IMMUTABLE_CACHE_CONTROL, ObjectMeta, Store
+from moonstream.store.base import IMMUTABLE_CACHE_CONTROL, ObjectExists, ObjectMeta, Store
+
+logger = logging.getLogger(__name__)
 
 INDEX_SCHEMA_VERSION = 1
 HEALTH_SCHEMA_VERSION = 1
@@ -63,7 +66,7 @@ def _index_merge(layout: SiteLayout, symbol: str, products: list[str]) -> Pointe
 
 
 def _health_merge(
-    symbol: str, minute_iso: str, sources: Mapping[str, Any], lag_s: float | None
+    symbol: str, minute_iso: str, sources: Mapping[str, Any], live: Mapping[str, Any] | None
 ) -> PointerMerge:
     def merge(current: Any | None) -> Any | None:
         health: dict[str, Any] = current if isinstance(current, dict) else {}
@@ -73,7 +76,8 @@ def _health_merge(
             return None
         symbols[symbol] = {
             "last_minute": minute_iso,
-            "lag_seconds": lag_s,
+            "lag_seconds": None if live is None else live["lag_seconds"],
+            "late_files": None if live is None else live["late_files"],
             "exchanges": sources["exchanges"],
             "missing_exchanges": sources["missing_exchanges"],
         }
@@ -95,16 +99,19 @@ def add_minute_documents(
     minute: int,
     documents: Mapping[str, dict[str, Any]],
     sources: Mapping[str, Any],
-    lag_s: float | None,
+    live: Mapping[str, Any] | None,
 ) -> None:
-    """Queue one symbol-minute's products: immutable versions first, then the pointers."""
+    """Queue one symbol-minute's products: immutable versions first, then the pointers.
+
+    ``live`` (``lag_seconds``, ``late_files``) is given by live runs only and goes into health.json.
+    """
     for product, document in sorted(documents.items()):
         pub.add_immutable_json(layout.version_key(symbol, product, minute), document)
     for product, document in sorted(documents.items()):
         pub.update_pointer_json(layout.latest_key(symbol, product), _forward_only(document))
     pub.update_pointer_json(layout.index_key(), _index_merge(layout, symbol, sorted(documents)))
     minute_iso = next(iter(documents.values()))["minute"]
-    pub.update_pointer_json(layout.health_key(), _health_merge(symbol, minute_iso, sources, lag_s))
+    pub.update_pointer_json(layout.health_key(), _health_merge(symbol, minute_iso, sources, live))
 
 
 def publish_static_assets(store: Store, layout: SiteLayout) -> int:
@@ -114,7 +121,11 @@ def publish_static_assets(store: Store, layout: SiteLayout) -> int:
     for name in SCHEMA_PRODUCTS:
         data = (package / "schemas" / f"{name}.v1.json").read_bytes()
         meta = ObjectMeta("application/schema+json", IMMUTABLE_CACHE_CONTROL)
-        written += store.create_or_same(schema_key(layout, name), data, meta)
+        try:
+            written += store.create_or_same(schema_key(layout, name), data, meta)
+        except ObjectExists:
+            logger.error("%s differs from the published schema: give a changed schema a new version",
+                         schema_key(layout, name))  # fmt: skip
     page = (package / "templates" / "index.html").read_bytes()
     page_meta = ObjectMeta("text/html; charset=utf-8", "public, max-age=60")
     current = store.head(f"{layout.prefix}index.html")

@@ -75,3 +75,73 @@ def test_every_minute_published_once_in_order_per_symbol(tmp_path: Path) -> None
                 assert document["exchanges"]["binance"]["trade_count"] > 0
     btc = {r.minute: r for r in scheduler.runners["BTC"].history}
     assert all(btc[m].records > 0 for m in range(FIRST, LAST + 1))
+
+
+class ManualClock:
+    def __init__(self, now_ns: int) -> None:
+        self.now_ns = now_ns
+
+    def __call__(self) -> int:
+        return self.now_ns
+
+
+def _site_objects(root: Path) -> dict[str, object]:
+    """Every visible site object; health.json without its live-only fields."""
+    objects: dict[str, object] = {}
+    for path in sorted(root.rglob("*")):
+        key = str(path.relative_to(root))
+        if not path.is_file() or key.startswith("."):
+            continue
+        if key == "v1/health.json":
+            health = json.loads(gzip.decompress(path.read_bytes()))
+            for entry in health["symbols"].values():
+                entry.pop("lag_seconds"), entry.pop("late_files")
+            objects[key] = health
+        else:
+            objects[key] = path.read_bytes()
+    return objects
+
+
+def test_live_minutes_equal_a_backfill_and_late_files_are_reported(tmp_path: Path) -> None:
+    from moonstream.collector.rawfile import write_minute_file
+    from moonstream.jobs.backfill import backfill
+    from moonstream.jobs.scheduler import SymbolRunner
+    from moonstream.publish.site import publish_static_assets
+
+    for name in ("live", "backfilled"):
+        store = LocalStore(tmp_path / name / "data")
+        for file in FILES[:2]:
+            import_file(shared_file(file), store, symbols={"BTC"})
+
+    def config(name: str) -> JobConfig:
+        root = tmp_path / name
+        return JobConfig(data_url=str(root / "data"), site_url=str(root / "site"), symbols=("BTC",),
+                         exchanges=("binance",))  # fmt: skip
+
+    live = JobContext.open(config("live"))
+    publish_static_assets(live.site, live.layout)  # as the runtime does at start
+    clock = ManualClock(0)
+    runner = SymbolRunner(live, "BTC", ScheduleConfig(late_wait_seconds=20, warmup_minutes=0), clock)
+    for minute in range(FIRST, LAST + 1):
+        clock.now_ns = (minute + 1) * 60 * NS_PER_SECOND + 25 * NS_PER_SECOND
+        runner.tick()
+    assert [r.minute for r in runner.history] == list(range(FIRST, LAST + 1))
+
+    backfilled = JobContext.open(config("backfilled"))
+    backfill(backfilled, ("BTC",), FIRST, LAST, progress=False)
+    live_site, backfilled_site = (
+        _site_objects(tmp_path / "live" / "site"),
+        _site_objects(tmp_path / "backfilled" / "site"),
+    )
+    assert live_site == backfilled_site
+    assert len([k for k in live_site if "/market/2024-" in k]) == LAST - FIRST + 1
+
+    # A file for 00:04 arrives after 00:04 was published: the next live minute reports it.
+    late_ns = (LAST - 1) * 60 * NS_PER_SECOND + 5
+    write_minute_file(live.data, "BTC", LAST - 1, "binance", "late-1", [(late_ns, "conn:open", b"{}")])
+    clock.now_ns = (LAST + 2) * 60 * NS_PER_SECOND + 25 * NS_PER_SECOND
+    runner.tick()
+    assert any(key.endswith("binance.late-1.jsonl.zst") for key in runner.late_files)
+    health = json.loads(gzip.decompress((tmp_path / "live" / "site" / "v1" / "health.json").read_bytes()))
+    assert health["symbols"]["BTC"]["late_files"] == 1
+    assert health["symbols"]["BTC"]["last_minute"] == "2024-07-19T00:06:00Z"
