@@ -193,6 +193,77 @@ class LongShortRatio:
 
 
 @dataclass(frozen=True, slots=True)
+class MarkPriceUpdate:
+    """Mark price, index price and funding as far as one message carries them (Bybit, OKX).
+
+    Unlike :class:`MarkPrice` (Binance's ``markPriceUpdate`` always carries all four), an exchange
+    may push only what changed (Bybit ``tickers`` deltas) or only the mark price (OKX
+    ``mark-price``): a field is ``None`` when the message did not carry it, i.e. it is unchanged,
+    never zero. ``funding_rate`` is a fraction (0.0001 = 0.01 %).
+    """
+
+    exchange: str
+    symbol: str
+    recv_ns: int
+    ts_ns: int
+    mark_price: Decimal | None
+    index_price: Decimal | None
+    funding_rate: Decimal | None
+    next_funding_ns: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class BookSnapshot:
+    """A full order book of a websocket stream (Bybit ``orderbook.N`` snapshot, OKX ``books``
+    snapshot and every ``books5`` push): replaces the local book of that ``depth``.
+
+    Exchange-neutral sequencing: ``update_id`` is the exchange's book sequence (Bybit ``u``, OKX
+    ``seqId``); ``seq`` a cross sequence when the exchange has one (Bybit ``seq``, else None);
+    ``checksum`` the exchange's book checksum when it sends one (OKX, else None). ``depth`` is the
+    number of levels the stream maintains (Bybit 1/50/200/500, OKX 400 for ``books``, 5 for
+    ``books5``): books of different depths are different books. Sizes are base units;
+    ``contract_value`` is the factor applied to the exchange's sizes (OKX ``ctVal``, 1 on Bybit),
+    so the exchange's own size is ``qty / contract_value`` exactly (e.g. for a checksum).
+    """
+
+    exchange: str
+    symbol: str
+    recv_ns: int
+    ts_ns: int
+    depth: int
+    update_id: int
+    seq: int | None
+    checksum: int | None
+    contract_value: Decimal
+    bids: tuple[Level, ...]
+    asks: tuple[Level, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BookDelta:
+    """An incremental update to a :class:`BookSnapshot` of the same ``depth`` (Bybit ``delta``,
+    OKX ``books`` ``update``). A level with quantity 0 deletes that price.
+
+    ``prev_update_id`` is the ``update_id`` this delta follows when the exchange states it (OKX
+    ``prevSeqId``); Bybit does not (None), its ``u`` is a sequence. Other fields as in
+    :class:`BookSnapshot`.
+    """
+
+    exchange: str
+    symbol: str
+    recv_ns: int
+    ts_ns: int
+    depth: int
+    update_id: int
+    prev_update_id: int | None
+    seq: int | None
+    checksum: int | None
+    contract_value: Decimal
+    bids: tuple[Level, ...]
+    asks: tuple[Level, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectionEvent:
     """A collector connection event (``conn:open``, ``conn:close``, ``conn:gap``, ...).
 
@@ -219,6 +290,9 @@ Event = (
     | OpenInterest
     | LongShortRatio
     | ConnectionEvent
+    | MarkPriceUpdate
+    | BookSnapshot
+    | BookDelta
 )
 """Every event type a normalizer may return."""
 
@@ -232,6 +306,9 @@ EVENT_TYPES: tuple[type, ...] = (
     OpenInterest,
     LongShortRatio,
     ConnectionEvent,
+    MarkPriceUpdate,
+    BookSnapshot,
+    BookDelta,
 )
 
 
@@ -242,7 +319,8 @@ def dedup_key(event: Event) -> tuple[Any, ...]:
     trades: (aggregated, trade id); depth diffs: (U, u); snapshots: lastUpdateId; book tickers: u;
     mark prices: event time; open interest: exchange time; ratios: (kind, time);
     liquidations: (trade time, side, price, qty, filled qty); connection events: (collector, kind,
-    recv time), so every collector's disconnects are kept.
+    recv time), so every collector's disconnects are kept; book deltas: (depth, prev update id,
+    update id, seq); book snapshots: (depth, update id, seq); mark price updates: exchange time.
     """
     if isinstance(event, DepthUpdate):
         return ("DepthUpdate", event.exchange, event.symbol, event.first_update_id, event.last_update_id)
@@ -271,4 +349,18 @@ def dedup_key(event: Event) -> tuple[Any, ...]:
         return ("LongShortRatio", event.exchange, event.symbol, event.kind, event.ts_ns)
     if isinstance(event, ConnectionEvent):
         return ("ConnectionEvent", event.exchange, event.symbol, event.collector, event.kind, event.recv_ns)
+    if isinstance(event, BookDelta):
+        return (
+            "BookDelta",
+            event.exchange,
+            event.symbol,
+            event.depth,
+            event.prev_update_id,
+            event.update_id,
+            event.seq,
+        )
+    if isinstance(event, BookSnapshot):
+        return ("BookSnapshot", event.exchange, event.symbol, event.depth, event.update_id, event.seq)
+    if isinstance(event, MarkPriceUpdate):
+        return ("MarkPriceUpdate", event.exchange, event.symbol, event.ts_ns)
     raise TypeError(f"not an event: {type(event).__name__}")

@@ -171,10 +171,12 @@ def normalize_records(records: Iterable[RawRecord], symbol: str, stats: Normaliz
 
 
 # The exchange modules import the error classes above, so they are imported after them.
-from moonstream.jobs.normalize import binance  # noqa: E402
+from moonstream.jobs.normalize import binance, bybit, okx  # noqa: E402
 
 NORMALIZERS: dict[str, Normalizer] = {
     binance.EXCHANGE: binance.normalize,
+    bybit.EXCHANGE: bybit.normalize,
+    okx.EXCHANGE: okx.normalize,
 }
 """Exchange name (``RawRecord.exchange``) -> that exchange's ``normalize(record, symbol)``."""
 

@@ -1,0 +1,186 @@
+"""The ``orderbook`` engine: Binance USDT-M book reconstruction, integrity check and 30 s frames.
+
+Pure: ``step_orderbook(state, events, symbol, minute) -> (state, OrderbookOutputs)``; no I/O, no
+clock. The state is plain JSON (decimal strings) and carries the book, the pre-snapshot diff buffer
+and the running totals from one minute to the next. Rules (docs/engines.md, "Order book"):
+
+- diffs are buffered (at most :data:`MAX_BUFFERED_DIFFS`, oldest dropped and counted) until a REST
+  snapshot is seen; diffs with ``u < lastUpdateId`` are dropped; the first applied diff must bridge
+  ``U <= lastUpdateId <= u``; afterwards every diff's ``pu`` must equal the previous ``u``;
+- any ``pu`` mismatch is a gap (no tolerance): counted, the book is discarded, diffs are buffered
+  again and the book resyncs from the next snapshot in the stream;
+- integrity: a bookTicker whose ``u`` equals an applied diff's ``u`` must show the reconstructed best
+  bid and ask, whichever of the two arrives first;
+- frames: see :mod:`moonstream.jobs.engines.orderbook_frames`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from moonstream.jobs.engines.market import decimal_text
+from moonstream.jobs.engines.orderbook_binance import (
+    EXCHANGE,
+    MAX_BUFFERED_DIFFS,
+    STALE_NS,
+    BinanceBook,
+)
+from moonstream.jobs.engines.orderbook_frames import WINDOW_NS, Frame, WindowAccumulator
+from moonstream.jobs.events import BookTicker, DepthSnapshot, DepthUpdate, Event
+from moonstream.timeutil import iso_ns
+
+logger = logging.getLogger(__name__)
+
+ENGINE_VERSION = "orderbook-1"
+STATE_VERSION = 1
+SOURCE_CODE = 1
+"""The frame header's ``src`` for a Binance USDT-M book (``moonstream.publish.frames.SOURCE_CODES``)."""
+COUNTERS: tuple[str, ...] = (
+    "snapshots_seen",
+    "snapshots_used",
+    "diffs_seen",
+    "diffs_applied",
+    "diffs_buffered",
+    "diffs_dropped_stale",
+    "diffs_dropped_overflow",
+    "gaps",
+    "syncs",
+    "resyncs",
+    "bridge_failures",
+    "levels_trimmed",
+    "integrity_compared",
+    "integrity_mismatches",
+)
+"""Every counter of the stats document, per minute and as running totals."""
+
+
+@dataclass(frozen=True)
+class OrderbookOutputs:
+    """What one minute produced: the frames of its :00 and :30 windows (None where the book was not
+    synced at any moment of the window) and the JSON-ready stats body."""
+
+    frames: tuple[Frame | None, Frame | None]
+    stats: dict[str, Any]
+    window_starts: tuple[int, int]
+
+    def heatmap_body(self) -> dict[str, Any]:
+        """The ``orderbook_heatmap`` JSON body: always two entries, ``null`` for a missing frame."""
+        return {
+            "exchange": EXCHANGE,
+            "src": SOURCE_CODE,
+            "frames": [
+                {"window_start": iso_ns(start), **frame.document()} if frame is not None else None
+                for start, frame in zip(self.window_starts, self.frames, strict=True)
+            ],
+            "window_starts": [iso_ns(start) for start in self.window_starts],
+        }
+
+
+def _clamp(t: int, low: int, high: int) -> int:
+    return low if t < low else high if t > high else t
+
+
+def step_orderbook(
+    state: dict[str, Any], events: Sequence[Event], symbol: str, minute: int
+) -> tuple[dict[str, Any], OrderbookOutputs]:
+    """Advance the order-book engine over one minute of events (in receive order).
+
+    ``state`` is this engine's previous state (``{}`` for a fresh start); ``minute`` counts minutes
+    since the epoch. Only Binance events of ``symbol`` are used. The engine's clock is the exchange
+    time ``E`` of the diffs, clamped into the minute and never going backwards.
+    """
+    book = BinanceBook.from_state(state.get(EXCHANGE), symbol)
+    totals: Counter[str] = Counter({k: int(v) for k, v in state.get("totals", {}).items()})
+    start = minute * 60 * 1_000_000_000
+    end = start + 2 * WINDOW_NS
+    windows = [WindowAccumulator(symbol, s, s + WINDOW_NS) for s in (start, start + WINDOW_NS)]
+
+    def open_window(index: int, t: int) -> None:
+        book.window = windows[index]
+        if book.status == "synced" and book.live_until() > t:
+            book._open_window(t)
+
+    def close_window(index: int, t: int) -> None:
+        window = windows[index]
+        if window.active:
+            window.close_book(max(window.since, min(t, book.live_until())))
+
+    open_window(0, start)
+    clock = start
+    current = 0
+    for event in events:
+        if event.exchange != EXCHANGE or event.symbol != symbol:
+            continue
+        if isinstance(event, DepthUpdate):
+            clock = max(clock, _clamp(event.ts_ns, start, end))
+            if current == 0 and clock >= windows[0].end_ns:
+                close_window(0, windows[0].end_ns)
+                current = 1
+                open_window(1, windows[1].start_ns)
+            if book.status == "synced" and clock > book.live_until():
+                close_window(current, clock)  # the book was stale: coverage stopped at live_until
+                book._open_window(clock)
+            book.on_diff(event, clock)
+        elif isinstance(event, BookTicker):
+            book.on_ticker(event)
+        elif isinstance(event, DepthSnapshot):
+            book.on_snapshot(event, clock)
+    if current == 0:
+        close_window(0, windows[0].end_ns)
+        open_window(1, windows[1].start_ns)
+    close_window(1, windows[1].end_ns)
+    frames = (windows[0].finish(), windows[1].finish())
+    book.window = None
+    book.trim()
+    minute_counts = {k: book.counts.get(k, 0) for k in COUNTERS}
+    totals.update(minute_counts)
+    stats = _stats_body(book, minute_counts, {k: totals.get(k, 0) for k in COUNTERS}, frames)
+    new_state = {
+        "version": STATE_VERSION,
+        EXCHANGE: book.to_state(),
+        "totals": {k: totals.get(k, 0) for k in COUNTERS},
+    }
+    return new_state, OrderbookOutputs(frames, stats, (start, start + WINDOW_NS))
+
+
+def _stats_body(
+    book: BinanceBook, minute: dict[str, int], totals: dict[str, int], frames: tuple[Frame | None, ...]
+) -> dict[str, Any]:
+    bid, ask = book.best_bid(), book.best_ask()
+    rng = book.complete_range
+    synced = book.status == "synced"
+    return {
+        "exchange": EXCHANGE,
+        "status": book.status,
+        "synced": synced,
+        "last_update_id": book.last_u if synced else None,
+        "depth": {
+            "bid_levels": len(book.bids) if synced else 0,
+            "ask_levels": len(book.asks) if synced else 0,
+            "best_bid": decimal_text(bid) if synced and bid is not None else None,
+            "best_ask": decimal_text(ask) if synced and ask is not None else None,
+            "complete_from": decimal_text(rng[0]) if synced and rng else None,
+            "complete_to": decimal_text(rng[1]) if synced and rng else None,
+        },
+        "buffered_diffs": len(book.buffer),
+        "frames": {"emitted": sum(f is not None for f in frames), "missing": sum(f is None for f in frames)},
+        "minute": minute,
+        "totals": totals,
+    }
+
+
+__all__ = [
+    "COUNTERS",
+    "ENGINE_VERSION",
+    "EXCHANGE",
+    "MAX_BUFFERED_DIFFS",
+    "SOURCE_CODE",
+    "STALE_NS",
+    "BinanceBook",
+    "OrderbookOutputs",
+    "step_orderbook",
+]

@@ -1,0 +1,354 @@
+"""Binance USDT-M order-book reconstruction: the exchange's documented sync procedure, pure.
+
+:class:`BinanceBook` buffers diffs until a REST snapshot, bridges it (``U <= lastUpdateId <= u``),
+chains every later diff by ``pu``, treats any break as a gap (book dropped, resync from the next
+snapshot), checks the book against bookTicker at equal update ids, and feeds level changes to the
+current frame window. State is plain JSON (:meth:`BinanceBook.to_state`). See docs/engines.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from moonstream.jobs.engines.market import decimal_text
+from moonstream.jobs.engines.orderbook_frames import WindowAccumulator
+from moonstream.jobs.events import BookTicker, DepthSnapshot, DepthUpdate, Level
+
+logger = logging.getLogger(__name__)
+
+EXCHANGE = "binance"
+MAX_BUFFERED_DIFFS = 500
+"""Diffs kept while waiting for a snapshot: about 25 s of BTC @0ms (~20 diffs/s), 50 s at @100ms.
+A REST snapshot needs only the diffs received during its request (6–7 in the real recordings)."""
+MAX_LEVELS_PER_SIDE = 5000
+"""Levels kept per side; beyond it the levels farthest from the top are trimmed (counted)."""
+STALE_NS = 10 * 1_000_000_000
+"""A synced book counts as live for at most 10 s of exchange time after its last diff; a frame's
+coverage stops there (the feed may have ended). The ``pu`` chain, not this, decides correctness."""
+RECENT_APPLIED = 64
+"""Best bid/ask remembered for this many last applied diffs (bookTicker arriving after its diff)."""
+MAX_PENDING_TICKERS = 256
+"""bookTickers remembered whose ``u`` is ahead of the book (arriving before their diff)."""
+
+_ZERO = Decimal(0)
+
+
+def _levels_json(levels: Sequence[Level]) -> list[list[str]]:
+    return [[decimal_text(p), decimal_text(q)] for p, q in levels]
+
+
+def _levels_from_json(rows: Sequence[Sequence[str]]) -> tuple[Level, ...]:
+    return tuple((Decimal(p), Decimal(q)) for p, q in rows)
+
+
+def _diff_to_json(diff: DepthUpdate) -> list[Any]:
+    return [
+        diff.first_update_id,
+        diff.last_update_id,
+        diff.prev_last_update_id,
+        diff.ts_ns,
+        diff.recv_ns,
+        _levels_json(diff.bids),
+        _levels_json(diff.asks),
+    ]
+
+
+def _diff_from_json(row: Sequence[Any], symbol: str) -> DepthUpdate:
+    first, last, prev, ts_ns, recv_ns, bids, asks = row
+    return DepthUpdate(
+        exchange=EXCHANGE,
+        symbol=symbol,
+        recv_ns=int(recv_ns),
+        ts_ns=int(ts_ns),
+        tx_ns=int(ts_ns),
+        first_update_id=int(first),
+        last_update_id=int(last),
+        prev_last_update_id=int(prev),
+        bids=_levels_from_json(bids),
+        asks=_levels_from_json(asks),
+    )
+
+
+@dataclass
+class BinanceBook:
+    """One Binance USDT-M book and its sync status: ``empty`` (buffering diffs, no snapshot),
+    ``bridging`` (snapshot installed, waiting for the diff with ``U <= lastUpdateId <= u``) or
+    ``synced``. ``window`` receives level changes while synced (set by the step)."""
+
+    symbol: str
+    status: str = "empty"
+    last_u: int | None = None
+    last_t: int | None = None
+    bids: dict[Decimal, Decimal] = field(default_factory=dict)
+    asks: dict[Decimal, Decimal] = field(default_factory=dict)
+    buffer: list[DepthUpdate] = field(default_factory=list)
+    ever_synced: bool = False
+    complete_range: tuple[Decimal, Decimal] | None = None
+    recent: list[tuple[int, Decimal | None, Decimal | None]] = field(default_factory=list)
+    pending: dict[int, tuple[Decimal, Decimal]] = field(default_factory=dict)
+    counts: Counter[str] = field(default_factory=Counter)
+    window: WindowAccumulator | None = None
+    mismatch_logged: bool = False
+    _best_bid: Decimal | None = None
+    _best_ask: Decimal | None = None
+    _dirty: list[bool] = field(default_factory=lambda: [True, True])
+
+    # --- state -------------------------------------------------------------------------------
+
+    @classmethod
+    def from_state(cls, data: dict[str, Any] | None, symbol: str) -> BinanceBook:
+        """Rebuild from :meth:`to_state` output (None or ``{}`` gives an empty book)."""
+        book = cls(symbol)
+        if not data:
+            return book
+        book.status = str(data["status"])
+        book.last_u = data["last_u"]
+        book.last_t = data["last_t"]
+        book.bids = {Decimal(p): Decimal(q) for p, q in data["bids"]}
+        book.asks = {Decimal(p): Decimal(q) for p, q in data["asks"]}
+        book.buffer = [_diff_from_json(row, symbol) for row in data["buffer"]]
+        book.ever_synced = bool(data["ever_synced"])
+        rng = data["complete_range"]
+        book.complete_range = None if rng is None else (Decimal(rng[0]), Decimal(rng[1]))
+        book.recent = [
+            (int(u), None if b is None else Decimal(b), None if a is None else Decimal(a))
+            for u, b, a in data["recent"]
+        ]
+        book.pending = {int(u): (Decimal(b), Decimal(a)) for u, b, a in data["pending"]}
+        return book
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain JSON: decimal strings, bids high to low, asks low to high."""
+
+        def text(value: Decimal | None) -> str | None:
+            return None if value is None else decimal_text(value)
+
+        rng = self.complete_range
+        return {
+            "status": self.status,
+            "last_u": self.last_u,
+            "last_t": self.last_t,
+            "bids": _levels_json(sorted(self.bids.items(), reverse=True)),
+            "asks": _levels_json(sorted(self.asks.items())),
+            "buffer": [_diff_to_json(diff) for diff in self.buffer],
+            "ever_synced": self.ever_synced,
+            "complete_range": None if rng is None else [decimal_text(rng[0]), decimal_text(rng[1])],
+            "recent": [[u, text(b), text(a)] for u, b, a in self.recent],
+            "pending": [[u, text(b), text(a)] for u, (b, a) in sorted(self.pending.items())],
+        }
+
+    # --- top of book -------------------------------------------------------------------------
+
+    def best_bid(self) -> Decimal | None:
+        if self._dirty[0]:
+            self._best_bid = max(self.bids) if self.bids else None
+            self._dirty[0] = False
+        return self._best_bid
+
+    def best_ask(self) -> Decimal | None:
+        if self._dirty[1]:
+            self._best_ask = min(self.asks) if self.asks else None
+            self._dirty[1] = False
+        return self._best_ask
+
+    def live_until(self) -> int:
+        """Exchange time until which the book counts as live: :data:`STALE_NS` after the last diff."""
+        return -1 if self.last_t is None else self.last_t + STALE_NS
+
+    def mid(self) -> Decimal | None:
+        bid, ask = self.best_bid(), self.best_ask()
+        return None if bid is None or ask is None else (bid + ask) / 2
+
+    def _set_levels(self, t: int, side: int, levels: Sequence[Level]) -> None:
+        book = self.bids if side == 0 else self.asks
+        window = self.window if self.status == "synced" else None
+        for price, qty in levels:
+            old = book.get(price, _ZERO)
+            if qty:
+                book[price] = qty
+                if not self._dirty[side]:
+                    best = self._best_bid if side == 0 else self._best_ask
+                    if best is None or (price > best if side == 0 else price < best):
+                        if side == 0:
+                            self._best_bid = price
+                        else:
+                            self._best_ask = price
+            elif price in book:
+                del book[price]
+                if price == (self._best_bid if side == 0 else self._best_ask):
+                    self._dirty[side] = True
+            if window is not None and old != qty:
+                window.level(t, side, price, old, qty)
+
+    # --- events ------------------------------------------------------------------------------
+
+    def on_snapshot(self, snap: DepthSnapshot, t: int) -> None:
+        """A REST snapshot: installed unless already synced, then the buffer is replayed."""
+        self.counts["snapshots_seen"] += 1
+        if self.status == "synced":
+            return  # our chained book is exact; a periodic snapshot adds nothing
+        if self.status == "bridging" and self.last_u is not None and snap.last_update_id <= self.last_u:
+            return  # keep the newer snapshot already waiting for its bridge
+        self.status = "bridging"
+        self.last_u = snap.last_update_id
+        self.bids = {p: q for p, q in snap.bids if q}
+        self.asks = {p: q for p, q in snap.asks if q}
+        self._dirty = [True, True]
+        low = min(self.bids) if self.bids else None
+        high = max(self.asks) if self.asks else None
+        self.complete_range = None if low is None or high is None else (low, high)
+        buffered, self.buffer = self.buffer, []
+        for diff in buffered:
+            self.on_diff(diff, t, replay=True)
+
+    def on_diff(self, diff: DepthUpdate, t: int, *, replay: bool = False) -> None:
+        """One diff at exchange time ``t`` (``replay``: from the buffer, already counted as seen)."""
+        if not replay:
+            self.counts["diffs_seen"] += 1
+        if self.status == "empty":
+            self._buffer(diff, count=not replay)
+            return
+        assert self.last_u is not None
+        if diff.last_update_id < self.last_u or (
+            self.status == "synced" and diff.last_update_id == self.last_u
+        ):
+            self.counts["diffs_dropped_stale"] += 1  # older than the snapshot, or a duplicate
+            return
+        if self.status == "bridging":
+            if diff.first_update_id > self.last_u:
+                # The snapshot is older than every diff we hold: it can never be bridged.
+                self.counts["bridge_failures"] += 1
+                logger.warning(
+                    "%s: snapshot %d cannot be bridged (next diff starts at U=%d); waiting for another",
+                    self.symbol,
+                    self.last_u,
+                    diff.first_update_id,
+                )
+                self._discard_book()
+                self._buffer(diff, count=not replay)
+                return
+            self._apply(diff, t)
+            self.status = "synced"
+            self.counts["snapshots_used"] += 1
+            self.counts["syncs"] += 1
+            if self.ever_synced:
+                self.counts["resyncs"] += 1
+            self.ever_synced = True
+            self._open_window(t)
+            self._record_top(diff.last_update_id)
+            return
+        if diff.prev_last_update_id != self.last_u:
+            self.counts["gaps"] += 1
+            logger.warning(
+                "%s: depth gap: pu=%d but the last applied u=%d; book dropped until the next snapshot",
+                self.symbol,
+                diff.prev_last_update_id,
+                self.last_u,
+            )
+            if self.window is not None:
+                self.window.close_book(t)
+            self._discard_book()
+            self._buffer(diff, count=not replay)
+            return
+        self._apply(diff, t)
+        self._record_top(diff.last_update_id)
+
+    def on_ticker(self, ticker: BookTicker) -> None:
+        """Compare a bookTicker with the book at the same update id, now or when that diff arrives."""
+        u = ticker.update_id
+        if self.status == "synced" and self.last_u is not None and u <= self.last_u:
+            for applied_u, bid, ask in reversed(self.recent):
+                if applied_u == u:
+                    self._compare(u, bid, ask, ticker.bid_price, ticker.ask_price)
+                    break
+            return
+        self.pending[u] = (ticker.bid_price, ticker.ask_price)
+        if len(self.pending) > MAX_PENDING_TICKERS:
+            del self.pending[min(self.pending)]
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _buffer(self, diff: DepthUpdate, *, count: bool) -> None:
+        self.buffer.append(diff)
+        if count:
+            self.counts["diffs_buffered"] += 1
+        if len(self.buffer) > MAX_BUFFERED_DIFFS:
+            del self.buffer[0]
+            self.counts["diffs_dropped_overflow"] += 1
+
+    def _discard_book(self) -> None:
+        self.status = "empty"
+        self.last_u = None
+        self.last_t = None
+        self.bids, self.asks = {}, {}
+        self._dirty = [True, True]
+        self.complete_range = None
+        self.recent = []
+
+    def _apply(self, diff: DepthUpdate, t: int) -> None:
+        self._set_levels(t, 0, diff.bids)
+        self._set_levels(t, 1, diff.asks)
+        self.last_u = diff.last_update_id
+        self.last_t = t
+        self.counts["diffs_applied"] += 1
+
+    def _open_window(self, t: int) -> None:
+        mid = self.mid()
+        if self.window is not None and mid is not None and mid > 0:
+            self.window.open_book(t, self.bids, self.asks, mid)
+
+    def _record_top(self, u: int) -> None:
+        bid, ask = self.best_bid(), self.best_ask()
+        self.recent.append((u, bid, ask))
+        if len(self.recent) > RECENT_APPLIED:
+            del self.recent[0]
+        quote = self.pending.pop(u, None)
+        if quote is not None:
+            self._compare(u, bid, ask, quote[0], quote[1])
+        for stale in [k for k in self.pending if k <= u]:
+            del self.pending[stale]
+
+    def _compare(
+        self, u: int, bid: Decimal | None, ask: Decimal | None, t_bid: Decimal, t_ask: Decimal
+    ) -> None:
+        self.counts["integrity_compared"] += 1
+        if bid == t_bid and ask == t_ask:
+            return
+        self.counts["integrity_mismatches"] += 1
+        if not self.mismatch_logged:
+            self.mismatch_logged = True
+            logger.warning(
+                "%s: integrity mismatch at u=%d: book %s/%s, bookTicker %s/%s",
+                self.symbol,
+                u,
+                bid,
+                ask,
+                t_bid,
+                t_ask,
+            )
+
+    def trim(self) -> None:
+        """Keep at most :data:`MAX_LEVELS_PER_SIDE` levels a side, nearest the top."""
+        for side, book in ((0, self.bids), (1, self.asks)):
+            extra = len(book) - MAX_LEVELS_PER_SIDE
+            if extra > 0:
+                far = sorted(book)[:extra] if side == 0 else sorted(book)[-extra:]
+                for price in far:
+                    del book[price]
+                self.counts["levels_trimmed"] += extra
+
+
+__all__ = [
+    "EXCHANGE",
+    "MAX_BUFFERED_DIFFS",
+    "MAX_LEVELS_PER_SIDE",
+    "MAX_PENDING_TICKERS",
+    "RECENT_APPLIED",
+    "STALE_NS",
+    "BinanceBook",
+]

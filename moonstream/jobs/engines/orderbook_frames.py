@@ -1,0 +1,288 @@
+"""Order-book frames: 30-second, time-weighted resting liquidity on a ±10 % price grid.
+
+Pure helpers used by :mod:`moonstream.jobs.engines.orderbook` (docs/engines.md, "Order book"):
+
+- :func:`make_grid` builds a window's price grid **by integer index**: bucket ``j`` starts at
+  ``(i_min + j) * step`` computed exactly in :class:`~decimal.Decimal`, never by repeated addition;
+- :class:`WindowAccumulator` integrates the USD value resting in each bucket over the exchange time
+  during which the book was synced, and :meth:`WindowAccumulator.finish` turns the integral into a
+  :class:`Frame` (time-weighted average USD per bucket, u8 intensities, p50/p95, totals).
+
+A frame is the **time-weighted average** of the resting size over the synced part of its 30 s window:
+a level that rests for 3 s of 30 counts a tenth of one that rests all window, so a flashed order does
+not paint a full-intensity cell, and the value does not depend on where in the window a snapshot of
+the book happened to be taken.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+logger = logging.getLogger(__name__)
+
+WINDOW_NS = 30 * 1_000_000_000
+"""Frame window length: 30 s of exchange time; a minute has the :00 and the :30 window."""
+RANGE_PCT = Decimal("0.10")
+"""The grid spans mid × (1 ± RANGE_PCT), widened to whole buckets."""
+MAX_BUCKETS = 1000
+"""The binary record holds at most 1,000 buckets a side (docs/formats.md)."""
+SYMBOL_STEPS: dict[str, Decimal] = {"BTC": Decimal("20"), "ETH": Decimal("1.0"), "SOL": Decimal("0.10")}
+"""Bucket steps of the configured symbols (DESIGN §5); other symbols use :func:`default_step`."""
+DEFAULT_STEP_TARGET = Decimal("0.0004")
+"""Default rule: the smallest 1/2/5 × 10^k step >= mid × 0.0004, i.e. about 500 buckets over ±10 %."""
+
+FloatArray = npt.NDArray[np.float64]
+U8Array = npt.NDArray[np.uint8]
+
+
+def default_step(mid: Decimal) -> Decimal:
+    """The smallest ``m × 10**k`` (m in 1, 2, 5) that is at least ``mid × DEFAULT_STEP_TARGET``."""
+    if mid <= 0:
+        raise ValueError("mid must be positive")
+    target = mid * DEFAULT_STEP_TARGET
+    exponent = target.adjusted()  # floor(log10(target))
+    for mantissa in (1, 2, 5, 10):
+        candidate = Decimal(mantissa) * Decimal(10) ** exponent
+        if candidate >= target:
+            return candidate
+    raise AssertionError("unreachable: 10 × 10**k >= target")  # pragma: no cover
+
+
+def base_step(symbol: str, mid: Decimal) -> Decimal:
+    """The symbol's configured step, else :func:`default_step` of the mid."""
+    return SYMBOL_STEPS.get(symbol, default_step(mid))
+
+
+@dataclass(frozen=True, slots=True)
+class Grid:
+    """A price grid: bucket ``j`` (0 <= j < n) covers ``[(i_min + j) × step, (i_min + j + 1) × step)``."""
+
+    step: Decimal
+    i_min: int
+    n: int
+
+    def price(self, j: int) -> Decimal:
+        """Exact lower edge of bucket ``j``: ``(i_min + j) × step`` (by index, no accumulation)."""
+        return (self.i_min + j) * self.step
+
+    @property
+    def price_min(self) -> Decimal:
+        return self.price(0)
+
+    @property
+    def price_max(self) -> Decimal:
+        """Lower edge of the last bucket (so ``n = (price_max - price_min) / step + 1``)."""
+        return self.price(self.n - 1)
+
+    def prices(self) -> FloatArray:
+        """Every bucket's lower edge as float64, each converted from its exact decimal value."""
+        return np.array([float(self.price(j)) for j in range(self.n)], dtype=np.float64)
+
+    def bucket(self, price: Decimal) -> int | None:
+        """The bucket holding ``price``, or None outside the grid."""
+        j = int(price // self.step) - self.i_min
+        return j if 0 <= j < self.n else None
+
+
+def make_grid(mid: Decimal, step: Decimal) -> Grid:
+    """The grid over ``mid × (1 ± RANGE_PCT)`` with ``step``; when that needs more than
+    :data:`MAX_BUCKETS` buckets the step is multiplied by the smallest integer k that fits."""
+    if mid <= 0 or step <= 0:
+        raise ValueError("mid and step must be positive")
+    low = mid * (1 - RANGE_PCT)
+    high = mid * (1 + RANGE_PCT)
+    k = 1
+    while True:
+        grid_step = step * k
+        i_min = int(low // grid_step)
+        n = int(high // grid_step) - i_min + 1
+        if n <= MAX_BUCKETS:
+            return Grid(grid_step, i_min, n)
+        k = max(k + 1, math.ceil(k * n / MAX_BUCKETS))
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One 30 s frame. ``bid_usd``/``ask_usd`` are time-weighted average USD per bucket; the u8
+    intensities are ``bid_usd``/``ask_usd`` scaled by ``norm_p95`` (see :func:`intensities`)."""
+
+    start_ns: int
+    grid: Grid
+    coverage_ns: int
+    bid_usd: FloatArray
+    ask_usd: FloatArray
+    bid_u8: U8Array
+    ask_u8: U8Array
+    norm_p50: float
+    norm_p95: float
+    total_bid_usd: float
+    total_ask_usd: float
+
+    def header(self) -> dict[str, float]:
+        """The binary header's numbers (without ``src`` and ``n_buckets``), as floats."""
+        return {
+            "ts": self.start_ns / 1e9,
+            "price_min": float(self.grid.price_min),
+            "price_max": float(self.grid.price_max),
+            "step": float(self.grid.step),
+            "norm_p50": self.norm_p50,
+            "norm_p95": self.norm_p95,
+            "total_bid": self.total_bid_usd,
+            "total_ask": self.total_ask_usd,
+        }
+
+    def document(self) -> dict[str, Any]:
+        """JSON-ready: the header, the exact grid, coverage and both intensity rows."""
+        return {
+            **self.header(),
+            "step_text": format(self.grid.step, "f"),
+            "n_buckets": self.grid.n,
+            "coverage_s": self.coverage_ns / 1e9,
+            "bid": self.bid_u8.tolist(),
+            "ask": self.ask_u8.tolist(),
+        }
+
+
+def intensities(bid: FloatArray, ask: FloatArray) -> tuple[U8Array, U8Array, float, float]:
+    """u8 intensities of both sides on one scale, with the p50 and p95 of the non-zero values.
+
+    ``0`` means nothing rests in the bucket; otherwise ``clip(rint(255 × v / p95), 1, 255)``, so any
+    resting size is visible and the top 5 % of buckets saturate. Percentiles are numpy's linear
+    interpolation over the non-zero buckets of both sides together; both are 0 for an empty frame.
+    """
+    both = np.concatenate([bid, ask])
+    nonzero = both[both > 0]
+    if nonzero.size == 0:
+        return np.zeros(bid.size, np.uint8), np.zeros(ask.size, np.uint8), 0.0, 0.0
+    p50 = float(np.percentile(nonzero, 50))
+    p95 = float(np.percentile(nonzero, 95))
+
+    def scale(values: FloatArray) -> U8Array:
+        scaled = np.clip(np.rint(values * (255.0 / p95)), 1, 255)
+        return np.where(values > 0, scaled, 0).astype(np.uint8)
+
+    return scale(bid), scale(ask), p50, p95
+
+
+class WindowAccumulator:
+    """Integrates resting USD per bucket over one window ``[start_ns, end_ns)`` of exchange time.
+
+    The engine calls :meth:`open_book` when the book is (or becomes) synced inside the window,
+    :meth:`level` for every level change while synced, :meth:`close_book` when it loses sync, and
+    :meth:`finish` at the window end. The grid is fixed at the first :meth:`open_book` of the window
+    (the mid at that moment). Current bucket values are exact decimals, integrals are float USD×ns
+    that only ever add non-negative terms, so an empty bucket stays exactly 0.
+    """
+
+    def __init__(self, symbol: str, start_ns: int, end_ns: int) -> None:
+        self.symbol = symbol
+        self.start_ns = start_ns
+        self.end_ns = end_ns
+        self.grid: Grid | None = None
+        self.active = False
+        self.coverage_ns = 0
+        self.since = 0
+        self._cur: tuple[dict[int, Decimal], dict[int, Decimal]] = ({}, {})
+        self._last: tuple[dict[int, int], dict[int, int]] = ({}, {})
+        self._acc: tuple[dict[int, float], dict[int, float]] = ({}, {})
+
+    def open_book(
+        self, t: int, bids: dict[Decimal, Decimal], asks: dict[Decimal, Decimal], mid: Decimal
+    ) -> None:
+        """Start integrating at ``t`` from the full book (``mid`` fixes the grid if not yet set)."""
+        if self.active:
+            return
+        if self.grid is None:
+            self.grid = make_grid(mid, base_step(self.symbol, mid))
+        grid = self.grid
+        for side, levels in enumerate((bids, asks)):
+            cur: dict[int, Decimal] = {}
+            for price, qty in levels.items():
+                j = grid.bucket(price)
+                if j is not None:
+                    cur[j] = cur.get(j, Decimal(0)) + price * qty
+            self._cur[side].clear()
+            self._cur[side].update(cur)
+            self._last[side].clear()
+            self._last[side].update(dict.fromkeys(cur, t))
+        self.since = t
+        self.active = True
+
+    def level(self, t: int, side: int, price: Decimal, old_qty: Decimal, new_qty: Decimal) -> None:
+        """A level of ``side`` (0 bid, 1 ask) changed from ``old_qty`` to ``new_qty`` at ``t``."""
+        if not self.active or self.grid is None:
+            return
+        j = self.grid.bucket(price)
+        if j is None:
+            return
+        cur, last, acc = self._cur[side], self._last[side], self._acc[side]
+        value = cur.get(j)
+        if value is not None:
+            acc[j] = acc.get(j, 0.0) + float(value) * (t - last[j])
+            cur[j] = value + price * (new_qty - old_qty)
+        else:
+            cur[j] = price * (new_qty - old_qty)
+        last[j] = t
+
+    def close_book(self, t: int) -> None:
+        """Stop integrating at ``t`` (the book lost sync, or the window ends)."""
+        if not self.active:
+            return
+        for side in (0, 1):
+            cur, last, acc = self._cur[side], self._last[side], self._acc[side]
+            for j, value in cur.items():
+                if value:
+                    acc[j] = acc.get(j, 0.0) + float(value) * (t - last[j])
+            cur.clear()
+            last.clear()
+        self.coverage_ns += t - self.since
+        self.active = False
+
+    def finish(self) -> Frame | None:
+        """Close at the window end; the frame, or None when the book was never synced in it."""
+        self.close_book(self.end_ns)
+        if self.grid is None or self.coverage_ns <= 0:
+            return None
+        grid = self.grid
+        sides: list[FloatArray] = []
+        for acc in self._acc:
+            values = np.zeros(grid.n, dtype=np.float64)
+            for j, integral in acc.items():
+                values[j] = integral / self.coverage_ns
+            sides.append(values)
+        bid_u8, ask_u8, p50, p95 = intensities(sides[0], sides[1])
+        return Frame(
+            start_ns=self.start_ns,
+            grid=grid,
+            coverage_ns=self.coverage_ns,
+            bid_usd=sides[0],
+            ask_usd=sides[1],
+            bid_u8=bid_u8,
+            ask_u8=ask_u8,
+            norm_p50=p50,
+            norm_p95=p95,
+            total_bid_usd=math.fsum(sides[0].tolist()),
+            total_ask_usd=math.fsum(sides[1].tolist()),
+        )
+
+
+__all__ = [
+    "MAX_BUCKETS",
+    "RANGE_PCT",
+    "SYMBOL_STEPS",
+    "WINDOW_NS",
+    "Frame",
+    "Grid",
+    "WindowAccumulator",
+    "base_step",
+    "default_step",
+    "intensities",
+    "make_grid",
+]

@@ -1,0 +1,183 @@
+"""Pure parts of the live collector: backoff, Binance routing and gap detection, REST helpers, config."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from moonstream.collector.capture import Collector, iso_ns, status_key
+from moonstream.collector.config import CollectorConfig
+from moonstream.collector.connection import BackoffPolicy, failures_after, reconnect_delay
+from moonstream.collector.exchanges import EXCHANGES, RestPoll, binance, get_exchange
+from moonstream.collector.rest import retry_after_s
+from moonstream.config import ConfigError, build_config
+from moonstream.store import LocalStore
+from tests.conftest import shared_file
+
+POLICY = BackoffPolicy(base=1.0, cap=30.0, healthy_after_s=60.0)
+
+
+def test_reconnect_delay_doubles_with_equal_jitter_and_caps() -> None:
+    assert reconnect_delay(1, policy=POLICY, rand=0.0) == 0.5
+    assert reconnect_delay(1, policy=POLICY, rand=0.999999) == pytest.approx(1.0, abs=1e-5)
+    assert reconnect_delay(3, policy=POLICY, rand=0.0) == 2.0
+    assert reconnect_delay(5, policy=POLICY, rand=0.5) == 12.0  # ceiling 16: 8 + 4
+    assert reconnect_delay(6, policy=POLICY, rand=0.0) == 15.0  # ceiling capped at 30
+    assert reconnect_delay(10_000, policy=POLICY, rand=0.999999) == pytest.approx(30.0, abs=1e-4)
+    with pytest.raises(ValueError):
+        reconnect_delay(0, policy=POLICY, rand=0.1)
+    with pytest.raises(ValueError):
+        reconnect_delay(1, policy=POLICY, rand=1.0)
+
+
+def test_failures_reset_after_a_healthy_connection() -> None:
+    assert failures_after(0, None, POLICY) == 1  # never opened
+    assert failures_after(4, None, POLICY) == 5
+    assert failures_after(4, 59.9, POLICY) == 5  # short-lived: keeps growing
+    assert failures_after(7, 60.0, POLICY) == 1  # healthy: back to the first delay
+    with pytest.raises(ValueError):
+        BackoffPolicy(base=2.0, cap=1.0)
+
+
+def test_binance_combined_stream_url_and_polls() -> None:
+    spec = get_exchange("binance")
+    assert EXCHANGES["binance"] is binance.SPEC
+    (plan,) = spec.connections("wss://fstream.binance.com/", ("BTC",))
+    assert plan.url == (
+        "wss://fstream.binance.com/stream?streams=btcusdt@depth@100ms/btcusdt@aggTrade/"
+        "btcusdt@forceOrder/btcusdt@markPrice@1s/btcusdt@bookTicker"
+    )
+    assert plan.symbols == ("BTC",)
+    many = tuple(f"S{i}" for i in range(45))
+    plans = spec.connections("wss://x", many)
+    assert [len(p.symbols) for p in plans] == [40, 5]  # 200 streams per connection at most
+    polls = {p.channel: p for p in spec.rest_polls("ETH")}
+    assert polls["rest:depth"].url("https://fapi.binance.com") == (
+        "https://fapi.binance.com/fapi/v1/depth?symbol=ETHUSDT&limit=1000"
+    )
+    assert polls["rest:depth"].snapshot and polls["rest:depth"].interval_s == 3600
+    assert polls["rest:oi"].interval_s == 10 and not polls["rest:oi"].snapshot
+    ratio = polls["rest:ratio:topLongShortPositionRatio"]
+    assert (
+        ratio.url("http://h/")
+        == "http://h/futures/data/topLongShortPositionRatio?symbol=ETHUSDT&period=5m&limit=1"
+    )
+    assert ratio.interval_s == 60
+    assert sorted(polls) == sorted(
+        ["rest:depth", "rest:oi"] + [f"rest:ratio:{e}" for e in binance.RATIO_ENDPOINTS]
+    )
+    # every REST channel is the one the importers and normalizers already use for that path
+    assert all(binance.rest_channel(p.path) == p.channel for p in polls.values())
+
+
+def test_base_urls_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = get_exchange("binance")
+    assert spec.ws_base_url() == "wss://fstream.binance.com"
+    monkeypatch.setenv("MOONSTREAM_BINANCE_WS_URL", "ws://127.0.0.1:9/")
+    monkeypatch.setenv("MOONSTREAM_BINANCE_REST_URL", "http://127.0.0.1:8")
+    assert spec.ws_base_url() == "ws://127.0.0.1:9"
+    assert spec.rest_base_url() == "http://127.0.0.1:8"
+    with pytest.raises(ValueError, match="known: binance"):
+        get_exchange("kraken")
+
+
+def test_route_message() -> None:
+    route = binance.route_message
+    assert route(b'{"stream":"btcusdt@depth@100ms","data":{"u":1}}') == ("BTC", "ws:depth")
+    assert route(b'{"stream":"ethusdt@markPrice@1s","data":{}}') == ("ETH", "ws:markPrice")
+    assert route(b'{"stream":"solusdt@forceOrder","data":{}}') == ("SOL", "ws:forceOrder")
+    # no prefix (spaces): falls back to a JSON parse
+    assert route(b'{"stream": "btcusdt@bookTicker", "data": {}}') == ("BTC", "ws:bookTicker")
+    # market-wide stream: attributed by the event's o.s
+    assert route(b'{"stream":"!forceOrder@arr","data":{"o":{"s":"ETHUSDT"}}}') == ("ETH", "ws:forceOrder")
+    assert route(b'{"stream":"btcusdt_250627@aggTrade","data":{}}') is None  # not a USDT perpetual
+    assert route(b'{"stream":"btcusdt@unknownThing","data":{}}') is None
+    assert route(b"not json at all") is None
+    assert route(b'{"result":null,"id":1}') is None
+    assert route(b"\xff\xfe") is None
+
+
+def _real_lines(name: str, limit: int | None = None) -> list[bytes]:
+    out: list[bytes] = []
+    with gzip.open(shared_file(f"hftbacktest-binance-usdm/{name}"), "rb") as handle:
+        for line in handle:
+            payload = line.rstrip(b"\n").split(b" ", 1)[1]
+            if payload.startswith(b'{"stream"'):
+                out.append(payload)
+            if limit is not None and len(out) >= limit:
+                break
+    return out
+
+
+def test_route_and_sequence_on_real_messages() -> None:
+    lines = _real_lines("btcusdt_20240719.gz")
+    seen: dict[str, int] = {}
+    for payload in lines:
+        target = binance.route_message(payload)
+        assert target is not None
+        expected = binance.ws_target(json.loads(payload))
+        assert expected is not None and target == (binance.symbol_of(expected[0]), expected[1])
+        seen[target[1]] = seen.get(target[1], 0) + 1
+    assert seen == {"ws:depth": 5696, "ws:trade": 9727, "ws:bookTicker": 45147}  # data README counts
+    sequencer = binance.DepthSequencer()
+    gaps = [g for p in lines if (g := sequencer.check("BTC", binance.route_message(p)[1], p))]  # type: ignore[index]
+    assert gaps == []  # the pu chain never breaks in the recording
+    depth = [p for p in lines if b"@depth" in p[:40]]
+    sequencer = binance.DepthSequencer()
+    results = [sequencer.check("BTC", "ws:depth", p) for p in depth[:10] + depth[11:20]]
+    gap_at = [i for i, g in enumerate(results) if g is not None]
+    assert gap_at == [10]
+    gap = results[10]
+    assert gap is not None
+    assert gap["expected_pu"] == json.loads(depth[9])["data"]["u"]
+    assert gap["pu"] == json.loads(depth[11])["data"]["pu"] == json.loads(depth[10])["data"]["u"]
+    assert gap["u"] == json.loads(depth[11])["data"]["u"]
+    assert sequencer.check("ETH", "ws:depth", depth[20]) is None  # per symbol: first message starts a chain
+
+
+def test_retry_after() -> None:
+    assert retry_after_s({"Retry-After": "7"}) == 7.0
+    assert retry_after_s({"retry-after": " 2.5 "}) == 2.5
+    assert retry_after_s({"Retry-After": "999999"}) == 3600.0
+    assert retry_after_s({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None
+    assert retry_after_s({}) is None
+    assert RestPoll("rest:oi", "/p", (), 1.0).url("http://h/") == "http://h/p"
+
+
+def test_config_rejects_unknown_and_invalid() -> None:
+    cfg = build_config(CollectorConfig, {"symbols": ["BTC"], "collector_id": "box-1"})
+    assert cfg.symbols == ("BTC",) and cfg.exchanges == ("binance",)
+    bad: Mapping[str, Any]
+    for bad in (
+        {"symbolz": ["BTC"]},
+        {"symbols": []},
+        {"symbols": ["btc"]},
+        {"exchanges": ["kraken"]},
+        {"collector_id": "A.B"},
+        {"stall_timeout_s": 0},
+        {"queue_size": -1},
+        {"backoff_base_s": 5, "backoff_cap_s": 1},
+    ):
+        with pytest.raises(ConfigError):
+            build_config(CollectorConfig, bad)
+
+
+def test_queue_overflow_is_counted_and_status_reports_it(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "data")
+    cfg = CollectorConfig(symbols=("BTC",), spool_dir=str(tmp_path / "spool"), queue_size=3)
+    collector = Collector(cfg, store=store, clock=lambda: 1_721_347_200_000_000_000)
+    for i in range(5):
+        collector.put("BTC", "binance", 1_721_347_200_000_000_000 + i, "ws:trade", b"{}")
+    collector.put_event("BTC", "binance", 1_721_347_200_000_000_009, "conn:open", b"{}")  # never dropped
+    assert collector.queue_dropped == 2
+    doc = collector.status_document()
+    assert doc["queue"] == {"capacity": 3, "depth": 4, "high_water": 3, "dropped": 2}
+    assert doc["generated_at"] == "2024-07-19T00:00:00.000Z"
+    assert doc["exchanges"]["binance"]["connected"] is False
+    assert status_key("c1") == "status/collector-c1.json"
+    assert iso_ns(1_721_347_200_123_999_999) == "2024-07-19T00:00:00.123Z"
