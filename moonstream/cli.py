@@ -11,8 +11,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from moonstream.collector.cli import add_collect_parser
 from moonstream.config import ConfigError, build_config, load_toml_section
 from moonstream.jobs.config import DEFAULT_DATA_URL, DEFAULT_SITE_URL, JobConfig
+from moonstream.sim.cli import add_simulate_parser
 from moonstream.timeutil import parse_minute
 
 logger = logging.getLogger("moonstream")
@@ -153,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--symbols", help="comma-separated symbols")
     p.add_argument("--minute", required=True)
     p.set_defaults(func=cmd_minute)
+
+    add_collect_parser(sub)
+    add_simulate_parser(sub)
 
     p = sub.add_parser("schedule", help="run the per-symbol minute jobs as minutes close")
     _add_common(p)

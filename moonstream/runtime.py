@@ -21,6 +21,7 @@ from moonstream.jobs.minute import JobContext
 from moonstream.jobs.scheduler import MinuteScheduler, ScheduleConfig
 from moonstream.publish.server import serve_in_thread
 from moonstream.publish.site import publish_static_assets
+from moonstream.timeutil import parse_minute
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ DEMO_FILES = (
     "hftbacktest-binance-usdm/ethusdt_20240719.gz",
 )
 DEMO_RANGE = ("2024-07-18T23:57", "2024-07-19T00:05")
+DEMO_SIM_START, DEMO_SIM_MINUTES, DEMO_SIM_SEED = "2024-01-01T00:00", 60, 7
 
 
 def _install_stop_handlers(stop: threading.Event) -> None:
@@ -88,27 +90,32 @@ def _shared_data_dir() -> Path:
 
 
 def run_demo(config: JobConfig, *, host: str, port: int, serve: bool) -> int:
-    """Import real recordings from the shared data, backfill them, then serve the site."""
+    """Real recordings from the shared data (or, without them, a simulated market) through the whole
+    pipeline: import or simulate, backfill, then serve the site."""
     from moonstream.collector.importers import run_import
     from moonstream.jobs.backfill import backfill
-    from moonstream.timeutil import parse_minute
+    from moonstream.sim import run_simulation
 
-    shared = _shared_data_dir()
-    files = [shared / name for name in DEMO_FILES]
-    if not all(f.is_file() for f in files):
-        logger.error(
-            "shared data not found at %s (set MOONSTREAM_SHARED_DATA); the market simulator that "
-            "would replace it is not built yet (issue 6)",
-            shared,
-        )
-        return 1
     if config.data_url == JobConfig().data_url and config.site_url == JobConfig().site_url:
         config = replace(config, data_url="var/demo/data", site_url="var/demo/site")
-    symbols = tuple(s for s in config.symbols if s in ("BTC", "ETH")) or ("BTC", "ETH")
-    config = replace(config, symbols=symbols, exchanges=("binance",))
-    run_import(files, config.data_url, set(symbols), "auto")
+    shared = _shared_data_dir()
+    files = [shared / name for name in DEMO_FILES]
+    if all(f.is_file() for f in files):
+        symbols = tuple(s for s in config.symbols if s in ("BTC", "ETH")) or ("BTC", "ETH")
+        config = replace(config, symbols=symbols, exchanges=("binance",))
+        run_import(files, config.data_url, set(symbols), "auto")
+        first, last = parse_minute(DEMO_RANGE[0]), parse_minute(DEMO_RANGE[1])
+    else:
+        logger.warning(
+            "shared data not found at %s (set MOONSTREAM_SHARED_DATA): using the simulator", shared
+        )
+        config = replace(config, data_url=config.data_url + "-sim", site_url=config.site_url + "-sim",
+                         exchanges=("binance",))  # fmt: skip
+        first = parse_minute(DEMO_SIM_START)
+        last = first + DEMO_SIM_MINUTES - 1
+        run_simulation(config.symbols, first, DEMO_SIM_MINUTES, DEMO_SIM_SEED, config.data_url)
     ctx = JobContext.open(config)
-    backfill(ctx, symbols, parse_minute(DEMO_RANGE[0]), parse_minute(DEMO_RANGE[1]))
+    backfill(ctx, config.symbols, first, last, workers=min(2, len(config.symbols)))
     if not serve:
         return 0
     server, _thread = serve_in_thread(ctx.site, host, port)

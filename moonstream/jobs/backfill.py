@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from moonstream.collector.rawfile import list_raw_minutes
 from moonstream.jobs.config import JobConfig
-from moonstream.jobs.minute import ENGINE_VERSIONS, PRODUCTS, JobContext, run_minute
+from moonstream.jobs.minute import ENGINE_VERSIONS, JobContext, run_minute
 from moonstream.jobs.state import SymbolState, checkpoint_key, load_state_before, read_checkpoint
 from moonstream.publish.site import publish_static_assets
 from moonstream.timeutil import iso_minute
@@ -88,7 +88,8 @@ def _done_minutes(ctx: JobContext, symbol: str, first: int, last: int) -> int | 
     for minute in range(first, last + 1):
         if not ctx.data.exists(checkpoint_key(symbol, minute)):
             break
-        if not all(ctx.site.exists(ctx.layout.version_key(symbol, p, minute)) for p in PRODUCTS):
+        # State is saved only after every product is published, so one product shows the site has them.
+        if not ctx.site.exists(ctx.layout.version_key(symbol, "market", minute)):
             break
         done = minute
     return done

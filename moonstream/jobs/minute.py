@@ -56,6 +56,7 @@ class MinuteOutputs:
     documents: dict[str, dict[str, Any]]
     source_summary: dict[str, Any]
     normalize: NormalizeStats
+    blobs: dict[str, bytes]
 
 
 @dataclass(frozen=True)
@@ -115,14 +116,21 @@ def compute_minute(
     }
     engine_states: dict[str, Any] = {}
     documents: dict[str, dict[str, Any]] = {}
+    blobs: dict[str, bytes] = {}
     for engine in ENGINES:
-        previous = state.engines.get(engine.name, {})
-        engine_states[engine.name], bodies = engine.step(previous, events, symbol, minute)
-        for product, body in bodies.items():
+        result = engine.step(state.engines.get(engine.name, {}), events, symbol, minute)
+        engine_states[engine.name] = result.state
+        for product, body in result.documents.items():
+            clashes = sorted(set(body) & (set(envelope) | {"product", "engine_version"}))
+            if clashes:
+                raise ValueError(
+                    f"engine {engine.name}: product {product} would overwrite {', '.join(clashes)}"
+                )
             documents[product] = {**envelope, "product": product, "engine_version": engine.version, **body}
+        blobs.update(result.blobs)
     raw_files = tuple(sorted({raw_key(symbol, minute, r.exchange, r.collector) for r in records}))
     new_state = SymbolState(symbol, minute, dict(ENGINE_VERSIONS), engine_states, raw_files)
-    return MinuteOutputs(new_state, documents, sources, stats)
+    return MinuteOutputs(new_state, documents, sources, stats, blobs)
 
 
 def run_minute(
@@ -151,7 +159,14 @@ def run_minute(
     if publish:
         with publication(ctx.site, ctx.layout, replace_immutable=ctx.config.replace_immutable) as pub:
             add_minute_documents(
-                pub, ctx.layout, symbol, minute, outputs.documents, outputs.source_summary, live
+                pub,
+                ctx.layout,
+                symbol,
+                minute,
+                outputs.documents,
+                outputs.source_summary,
+                live,
+                outputs.blobs,
             )
         save_state(ctx.data, outputs.state)
         written = pub.report.immutables_written + pub.report.pointers_written

@@ -3,19 +3,21 @@
     state/{SYM}/checkpoints/{YYYY-MM-DD}/{HHMM}.json   state after that minute (create-only)
     state/{SYM}/head.json                              {"minute": ..., "checkpoint": key} (compare-and-swap)
 
-State is plain JSON (never pickle). A checkpoint written by other engine versions is not resumed from.
+State is plain JSON (never pickle), gzip-compressed in checkpoints. A checkpoint written by other
+engine versions is not resumed from.
 Because engines are deterministic, a checkpoint re-computed for the same minute has the same bytes,
 so two runners on one minute both succeed in writing it and agree.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from moonstream.publish.encode import canonical_json
+from moonstream.publish.encode import canonical_json, gzip_bytes
 from moonstream.store.base import ObjectMeta, ObjectNotFound, PreconditionFailed, Store, StoredObject
 from moonstream.timeutil import iso_minute, minute_date_hhmm
 
@@ -23,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 STATE_SCHEMA_VERSION = 1
 _META = ObjectMeta("application/json")
+# Checkpoints are gzip-compressed (an order book makes them ~200 KB of JSON); the head stays plain.
+_CHECKPOINT_META = ObjectMeta("application/json", content_encoding="gzip")
+_GZIP_MAGIC = b"\x1f\x8b"
 _HEAD_CAS_ATTEMPTS = 8
 
 
@@ -62,7 +67,7 @@ def head_key(symbol: str) -> str:
 
 
 def _decode(data: bytes, key: str) -> dict[str, Any]:
-    document = json.loads(data)
+    document = json.loads(gzip.decompress(data) if data[:2] == _GZIP_MAGIC else data)
     if not isinstance(document, dict) or document.get("schema_version") != STATE_SCHEMA_VERSION:
         raise ValueError(f"{key}: not a state document of schema {STATE_SCHEMA_VERSION}")
     return document
@@ -123,7 +128,7 @@ def save_state(store: Store, state: SymbolState) -> None:
     if state.minute is None:
         raise ValueError("cannot save a state that has processed no minute")
     key = checkpoint_key(state.symbol, state.minute)
-    store.create_or_same(key, canonical_json(state.to_document()), _META)
+    store.create_or_same(key, gzip_bytes(canonical_json(state.to_document())), _CHECKPOINT_META)
     _advance_head(store, state.symbol, state.minute, key)
 
 

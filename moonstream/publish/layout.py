@@ -15,6 +15,7 @@ from moonstream.timeutil import minute_date_hhmm
 
 API_VERSION = "v1"
 JSON_TYPE = "application/json"
+BINARY_TYPE = "application/octet-stream"
 POINTER_TTL_SECONDS = 5
 
 
@@ -43,9 +44,9 @@ class SiteLayout:
     def latest_key(self, symbol: str, product: str) -> str:
         return self._key(symbol, product, "latest.json")
 
-    def version_key(self, symbol: str, product: str, minute: int) -> str:
+    def version_key(self, symbol: str, product: str, minute: int, ext: str = "json") -> str:
         day, hhmm = minute_date_hhmm(minute)
-        return self._key(symbol, product, day, f"{hhmm}.json")
+        return self._key(symbol, product, day, f"{hhmm}.{ext}")
 
     def version_url_template(self, symbol: str, product: str) -> str:
         """The URL pattern clients fill in, relative to the site root."""
@@ -53,6 +54,9 @@ class SiteLayout:
 
     def immutable_json_meta(self) -> ObjectMeta:
         return ObjectMeta(JSON_TYPE, IMMUTABLE_CACHE_CONTROL, "gzip" if self.gzip_json else None)
+
+    def immutable_binary_meta(self) -> ObjectMeta:
+        return ObjectMeta(BINARY_TYPE, IMMUTABLE_CACHE_CONTROL)
 
     def pointer_json_meta(self) -> ObjectMeta:
         return ObjectMeta(

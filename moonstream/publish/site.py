@@ -23,7 +23,14 @@ logger = logging.getLogger(__name__)
 
 INDEX_SCHEMA_VERSION = 1
 HEALTH_SCHEMA_VERSION = 1
-SCHEMA_PRODUCTS: tuple[str, ...] = ("market", "index", "health")
+
+
+def schema_names() -> tuple[str, ...]:
+    """Every document with a JSON Schema shipped in ``moonstream/publish/schemas`` (``{name}.v1.json``)."""
+    folder = resources.files("moonstream.publish") / "schemas"
+    return tuple(
+        sorted(p.name.removesuffix(".v1.json") for p in folder.iterdir() if p.name.endswith(".v1.json"))
+    )
 
 
 def schema_key(layout: SiteLayout, name: str, version: int = 1) -> str:
@@ -58,7 +65,7 @@ def _index_merge(layout: SiteLayout, symbol: str, products: list[str]) -> Pointe
             "schema_version": INDEX_SCHEMA_VERSION,
             "api_version": API_VERSION,
             "health": "/" + layout.health_key(),
-            "schemas": {name: "/" + schema_key(layout, name) for name in SCHEMA_PRODUCTS},
+            "schemas": {name: "/" + schema_key(layout, name) for name in schema_names()},
             "symbols": dict(sorted(symbols.items())),
         }
 
@@ -100,11 +107,25 @@ def add_minute_documents(
     documents: Mapping[str, dict[str, Any]],
     sources: Mapping[str, Any],
     live: Mapping[str, Any] | None,
+    blobs: Mapping[str, bytes] | None = None,
 ) -> None:
     """Queue one symbol-minute's products: immutable versions first, then the pointers.
 
     ``live`` (``lag_seconds``, ``late_files``) is given by live runs only and goes into health.json.
+    ``blobs`` are a product's binary frames for the minute, published beside its JSON version, which
+    names them in a ``bin`` field.
     """
+    blobs = blobs or {}
+    documents = {
+        product: {**document, "bin": "/" + layout.version_key(symbol, product, minute, "bin")}
+        if product in blobs
+        else document
+        for product, document in documents.items()
+    }
+    for product, data in sorted(blobs.items()):
+        pub.add_immutable(
+            layout.version_key(symbol, product, minute, "bin"), data, layout.immutable_binary_meta()
+        )
     for product, document in sorted(documents.items()):
         pub.add_immutable_json(layout.version_key(symbol, product, minute), document)
     for product, document in sorted(documents.items()):
@@ -118,7 +139,7 @@ def publish_static_assets(store: Store, layout: SiteLayout) -> int:
     """Publish the JSON Schemas (immutable per version) and the viewer page; returns objects written."""
     written = 0
     package = resources.files("moonstream.publish")
-    for name in SCHEMA_PRODUCTS:
+    for name in schema_names():
         data = (package / "schemas" / f"{name}.v1.json").read_bytes()
         meta = ObjectMeta("application/schema+json", IMMUTABLE_CACHE_CONTROL)
         try:

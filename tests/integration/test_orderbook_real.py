@@ -90,7 +90,7 @@ def test_session_reconstructs_with_zero_integrity_mismatches(tmp_path: Path, nam
     )
     assert totals["diffs_buffered"] == buffered and totals["diffs_dropped_stale"] == stale
     assert totals["diffs_seen"] == diffs == totals["diffs_applied"] + stale
-    assert all(out.stats["minute"]["integrity_mismatches"] == 0 for out in outputs)
+    assert all(out.stats["this_minute"]["integrity_mismatches"] == 0 for out in outputs)
     assert state["binance"]["status"] == "synced"
     # Every minute after the sync minute has both frames (but the last, where the recording ends).
     frames = [f for out in outputs[1:-1] for f in out.frames]
@@ -145,7 +145,7 @@ def test_diffs_before_the_snapshot_are_buffered_not_lost(tmp_path: Path, name: s
     # Without the buffered diffs the snapshot can never be bridged: the buffer is what makes it work.
     late_only = [e for i, e in enumerate(events) if not (i < snap_at and isinstance(e, DepthUpdate))]
     _, out = step_orderbook({}, late_only, symbol, minute)
-    assert out.stats["minute"]["bridge_failures"] == 1 and out.stats["minute"]["syncs"] == 0
+    assert out.stats["this_minute"]["bridge_failures"] == 1 and out.stats["this_minute"]["syncs"] == 0
 
 
 def test_cryptofeed_four_binance_books(tmp_path: Path) -> None:
@@ -212,8 +212,8 @@ def test_missing_diff_is_a_gap_and_the_next_snapshot_recovers(tmp_path: Path) ->
         2,
         0,
     )
-    hit = next(i for i, out in enumerate(outputs) if out.stats["minute"]["gaps"])
-    assert outputs[hit].stats["minute"]["resyncs"] == 1  # recovered within the same minute
+    hit = next(i for i, out in enumerate(outputs) if out.stats["this_minute"]["gaps"])
+    assert outputs[hit].stats["this_minute"]["resyncs"] == 1  # recovered within the same minute
     ref_totals = ref_out[-1].stats["totals"]
     assert (
         ref_totals["integrity_compared"] - 10

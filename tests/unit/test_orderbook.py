@@ -98,7 +98,7 @@ def step(events: list[Event], state: dict[str, Any] | None = None, minute: int =
 
 def test_buffers_until_snapshot_then_bridges_and_chains() -> None:
     state, out = step(synced_events())
-    m = out.stats["minute"]
+    m = out.stats["this_minute"]
     assert (m["diffs_seen"], m["diffs_buffered"], m["diffs_dropped_stale"], m["diffs_applied"]) == (
         3,
         2,
@@ -117,14 +117,16 @@ def test_integrity_mismatch_is_counted() -> None:
     events = synced_events()
     events[3] = ticker(105, "100.0", "101.5")
     _, out = step(events)
-    assert (out.stats["minute"]["integrity_compared"], out.stats["minute"]["integrity_mismatches"]) == (2, 1)
+    this_minute = out.stats["this_minute"]
+    assert (this_minute["integrity_compared"], this_minute["integrity_mismatches"]) == (2, 1)
 
 
 def test_state_round_trips_across_minutes_and_totals_run() -> None:
     state, _ = step(synced_events())
     nxt: list[Event] = [diff(111, 120, 110, 61.0, asks=[("101.0", "0")]), ticker(120, "100.5", "102.0", 61.0)]
     state2, out2 = step(nxt, state, MINUTE + 1)
-    assert out2.stats["minute"]["diffs_applied"] == 1 and out2.stats["minute"]["integrity_compared"] == 1
+    assert out2.stats["this_minute"]["diffs_applied"] == 1
+    assert out2.stats["this_minute"]["integrity_compared"] == 1
     assert out2.stats["totals"]["integrity_compared"] == 3 and out2.stats["totals"]["diffs_applied"] == 3
     assert state2["binance"]["asks"] == [["102", "4"]]
 
@@ -140,7 +142,7 @@ def test_pu_break_is_a_gap_and_the_next_snapshot_resyncs() -> None:
         ticker(150, "100.5", "101", 64.0),
     ]
     state2, out = step(events, state, MINUTE + 1)
-    m = out.stats["minute"]
+    m = out.stats["this_minute"]
     assert (m["gaps"], m["resyncs"], m["syncs"], m["diffs_dropped_stale"]) == (1, 1, 1, 1)
     assert (m["integrity_compared"], m["integrity_mismatches"]) == (2, 0)  # 140 (bridge) and 150
     assert state2["binance"]["bids"] == [["100.5", "1"], ["96", "1"]]  # snapshot + bridging diff
@@ -150,7 +152,7 @@ def test_pu_break_is_a_gap_and_the_next_snapshot_resyncs() -> None:
 def test_gap_without_snapshot_leaves_no_book_and_no_frames() -> None:
     state, _ = step(synced_events())
     state2, out = step([diff(121, 130, 120, 61.0)], state, MINUTE + 1)
-    assert out.stats["minute"]["gaps"] == 1 and out.stats["status"] == "empty"
+    assert out.stats["this_minute"]["gaps"] == 1 and out.stats["status"] == "empty"
     assert out.frames[1] is None and out.stats["depth"]["best_bid"] is None
     assert state2["binance"]["buffer"][0][:3] == [121, 130, 120]
 
@@ -159,14 +161,14 @@ def test_cold_start_without_snapshot_invents_nothing() -> None:
     events: list[Event] = [diff(1 + 10 * i, 10 * (i + 1), 10 * i, i * 0.5) for i in range(10)]
     state, out = step(events)
     assert out.frames == (None, None) and out.stats["frames"] == {"emitted": 0, "missing": 2}
-    assert out.stats["status"] == "empty" and out.stats["minute"]["diffs_buffered"] == 10
+    assert out.stats["status"] == "empty" and out.stats["this_minute"]["diffs_buffered"] == 10
     assert len(state["binance"]["buffer"]) == 10
 
 
 def test_snapshot_older_than_every_diff_cannot_bridge() -> None:
     events: list[Event] = [diff(200, 210, 199, 0.1), snap(150, 0.2, SNAP_BIDS, SNAP_ASKS)]
     _, out = step(events)
-    assert out.stats["minute"]["bridge_failures"] == 1 and out.stats["status"] == "empty"
+    assert out.stats["this_minute"]["bridge_failures"] == 1 and out.stats["status"] == "empty"
 
 
 def test_buffer_is_bounded() -> None:
@@ -175,14 +177,14 @@ def test_buffer_is_bounded() -> None:
     ]
     state, out = step(events)
     assert len(state["binance"]["buffer"]) == MAX_BUFFERED_DIFFS
-    assert out.stats["minute"]["diffs_dropped_overflow"] == 7
+    assert out.stats["this_minute"]["diffs_dropped_overflow"] == 7
     assert state["binance"]["buffer"][0][0] == 71  # the oldest were dropped
 
 
 def test_other_symbols_and_exchanges_are_ignored() -> None:
     events = [*synced_events(), diff(111, 120, 999, 2.0, sym="ETH")]
     _, out = step(events)
-    assert out.stats["minute"]["gaps"] == 0 and out.stats["minute"]["diffs_seen"] == 3
+    assert out.stats["this_minute"]["gaps"] == 0 and out.stats["this_minute"]["diffs_seen"] == 3
 
 
 def test_stats_hold_no_paths_or_exception_text() -> None:

@@ -111,3 +111,12 @@ def test_changed_immutable_is_refused_unless_replacing(tmp_path: Path) -> None:
         )
     assert read(store, "v1/BTC/market/1970-01-01/0140.json")["value"] == 2
     assert read(store, "v1/BTC/market/latest.json")["value"] == 2
+
+
+def test_every_product_has_a_published_schema() -> None:
+    from moonstream.jobs.minute import PRODUCTS
+    from moonstream.publish.site import schema_names
+
+    names = set(schema_names())
+    assert {"index", "health"} <= names
+    assert set(PRODUCTS) <= names, f"products without a JSON Schema: {sorted(set(PRODUCTS) - names)}"

@@ -168,7 +168,7 @@ def _stats_body(
         },
         "buffered_diffs": len(book.buffer),
         "frames": {"emitted": sum(f is not None for f in frames), "missing": sum(f is None for f in frames)},
-        "minute": minute,
+        "this_minute": minute,
         "totals": totals,
     }
 
