@@ -36,8 +36,8 @@ class CollectorConfig:
     max_message_bytes: int = 8 * 1024 * 1024
     queue_size: int = 200_000
     """Messages buffered between receive and the disk writer; beyond it they are dropped and counted."""
-    finalize_grace_s: float = 2.0
-    finalize_interval_s: float = 1.0
+    finalize_grace_s: float = 0.5
+    finalize_interval_s: float = 0.25
     status_interval_s: float = 5.0
     rest_enabled: bool = True
     rest_timeout_s: float = 10.0

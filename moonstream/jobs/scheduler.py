@@ -41,8 +41,8 @@ LATE_FILE_LOOKBACK_MINUTES = 5
 class ScheduleConfig:
     """Timing of the live minute jobs."""
 
-    tick_seconds: float = 2.0
-    minute_delay_seconds: float = 3.0
+    tick_seconds: float = 0.25
+    minute_delay_seconds: float = 0.5
     late_wait_seconds: float = 20.0
     max_catchup_minutes: int = 120
     warmup_minutes: int = 15
@@ -89,6 +89,7 @@ class SymbolRunner:
         self._lock = threading.Lock()
         self._failed_minute: int | None = None
         self.late_files: set[str] = set()
+        self._head: int | None = None  # the newest minute this runner knows is committed
 
     def tick(self) -> None:
         """Run whatever is due now; returns early (to try again next tick) on a wait or a failure."""
@@ -101,9 +102,11 @@ class SymbolRunner:
 
     def _tick(self) -> None:
         now = self.clock()
-        plan = plan_minutes(
-            read_head_minute(self.ctx.data, self.symbol), due_minute(now, self.config), self.config
-        )
+        due = due_minute(now, self.config)
+        if self._head is not None and self._head >= due:
+            return  # nothing due: no store read on most ticks
+        self._head = read_head_minute(self.ctx.data, self.symbol)
+        plan = plan_minutes(self._head, due, self.config)
         if plan.skipped:
             first, last = plan.skipped
             logger.warning(
@@ -133,6 +136,7 @@ class SymbolRunner:
                     self._failed_minute = minute
                 return
             state = None  # later minutes load the checkpoint just saved, as another runner would
+            self._head = minute
             self.history.append(result)
 
     def _find_late_files(self, minute: int) -> None:

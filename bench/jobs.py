@@ -1,0 +1,130 @@
+"""Jobs benchmarks (issue 7): minute-close-to-published latency and backfill throughput.
+
+    .venv/bin/python bench/jobs.py [--minutes 30]
+
+On a simulated market (BTC, ETH, SOL; default rates, depth@100ms) in a temporary local store:
+
+* ``latency``: for each minute, the three symbols' minute jobs run at once on three threads, as the
+  scheduler runs them. Minute close to published is bounded by: the collector finalizing the file
+  (``finalize_grace_s`` + one ``finalize_interval_s``), the runner noticing it (one ``tick_seconds``),
+  and the job itself (measured here: p50/p99/max). The bound uses the defaults of both configs.
+* ``backfill``: a backfill of the same minutes with one process per symbol (2 workers, this machine's
+  cores), as symbol-minutes per second, extrapolated to 24 h x 3 symbols, and as a ratio to the time
+  needed just to decompress and JSON-parse the same raw files (one process).
+
+Wall clock on this machine; nothing here asserts a threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from moonstream.collector.config import CollectorConfig
+from moonstream.collector.rawfile import ReadReport, read_minute
+from moonstream.jobs.backfill import backfill
+from moonstream.jobs.config import JobConfig
+from moonstream.jobs.minute import JobContext, run_minute
+from moonstream.jobs.scheduler import ScheduleConfig
+from moonstream.sim import run_simulation
+from moonstream.store import open_store
+from moonstream.timeutil import parse_minute
+
+SYMBOLS = ("BTC", "ETH", "SOL")
+START = parse_minute("2024-01-01T00:00")
+
+
+def _config(root: Path, site: str) -> JobConfig:
+    return JobConfig(
+        data_url=str(root / "data"), site_url=str(root / site), symbols=SYMBOLS, exchanges=("binance",)
+    )
+
+
+def read_and_parse_seconds(root: Path, minutes: int) -> tuple[float, int]:
+    store = open_store(str(root / "data"))
+    started = time.perf_counter()
+    records = 0
+    for symbol in SYMBOLS:
+        for minute in range(START, START + minutes):
+            for record in read_minute(store, symbol, minute, report=ReadReport()):
+                json.loads(record.payload)
+                records += 1
+    return time.perf_counter() - started, records
+
+
+def latency(root: Path, minutes: int) -> dict[str, Any]:
+    ctx = JobContext.open(_config(root, "site-live"))
+    collector, schedule = CollectorConfig(), ScheduleConfig()
+    wait_s = collector.finalize_grace_s + collector.finalize_interval_s + schedule.tick_seconds
+    durations: list[float] = []
+    lock = threading.Lock()
+    for minute in range(START, START + minutes):
+
+        def job(symbol: str, minute: int = minute) -> None:
+            started = time.perf_counter()
+            run_minute(ctx, symbol, minute)
+            with lock:
+                durations.append(time.perf_counter() - started)
+
+        threads = [threading.Thread(target=job, args=(s,)) for s in SYMBOLS]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    durations.sort()
+    p99 = durations[min(len(durations) - 1, int(0.99 * len(durations)))]
+    return {
+        "symbol_minutes": len(durations),
+        "job_seconds": {
+            "p50": round(statistics.median(durations), 3),
+            "p99": round(p99, 3),
+            "max": round(durations[-1], 3),
+        },
+        "file_ready_and_noticed_seconds_max": wait_s,
+        "close_to_published_p99_seconds_bound": round(wait_s + p99, 3),
+    }
+
+
+def throughput(root: Path, minutes: int) -> dict[str, Any]:
+    parse_s, records = read_and_parse_seconds(root, minutes)
+    ctx = JobContext.open(_config(root, "site-backfill"))
+    started = time.perf_counter()
+    report = backfill(ctx, SYMBOLS, START, START + minutes - 1, workers=2, progress=False)
+    wall = time.perf_counter() - started
+    return {
+        "symbol_minutes": report.minutes_processed,
+        "records": records,
+        "wall_s": round(wall, 2),
+        "symbol_minutes_per_s": round(report.minutes_processed / wall, 2),
+        "extrapolated_24h_3_symbols_s": round(wall / minutes * 1440, 1),
+        "decompress_and_parse_s": round(parse_s, 2),
+        "ratio_to_decompress_and_parse": round(wall / parse_s, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--minutes", type=int, default=30)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="moonstream-bench-jobs-") as tmp:
+        root = Path(tmp)
+        run_simulation(list(SYMBOLS), START, args.minutes, 1, str(root / "data"))
+        figures = {
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            "minutes": args.minutes,
+            "latency": latency(root, args.minutes),
+            "backfill": throughput(root, args.minutes),
+        }
+    print(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
