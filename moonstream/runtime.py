@@ -1,13 +1,14 @@
 """The embedded runtime (``moonstream run``) and the offline demo (``moonstream demo``).
 
-``run`` starts what exists today: the local site server and the per-symbol minute jobs
-(:mod:`moonstream.jobs.scheduler`). The live collector is not built yet (issue 3); until then each
-minute is published with every exchange reported missing, which is exactly what ``v1/health.json``
-should say when nothing is being recorded.
+``run`` is the whole embedded system in one process: the collector (on its own event-loop thread),
+the per-symbol minute jobs (:mod:`moonstream.jobs.scheduler`) and the local site server. With no
+exchange reachable the collector keeps reconnecting with backoff and ``v1/health.json`` says the
+exchanges are disconnected.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -16,6 +17,10 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
+from moonstream.collector.capture import Collector
+from moonstream.collector.config import CollectorConfig
+from moonstream.collector.exchanges import EXCHANGES
+from moonstream.config import build_config
 from moonstream.jobs.config import JobConfig
 from moonstream.jobs.minute import JobContext
 from moonstream.jobs.scheduler import MinuteScheduler, ScheduleConfig
@@ -62,22 +67,40 @@ def run_scheduler(config: JobConfig, schedule: ScheduleConfig) -> int:
     return 0
 
 
+def _start_collector(config: JobConfig) -> tuple[Collector, asyncio.AbstractEventLoop, threading.Thread]:
+    """The collector on its own event loop thread, recording into the jobs' data store."""
+    exchanges = [e for e in config.exchanges if e in EXCHANGES]
+    collector_config = build_config(
+        CollectorConfig,
+        {"data_url": config.data_url, "symbols": list(config.symbols), "exchanges": exchanges},
+        section="collector",
+    )
+    collector = Collector(collector_config)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(collector.run(),), name="collector")
+    thread.start()
+    logger.info("collector recording %s from %s", ",".join(config.symbols), ",".join(exchanges))
+    return collector, loop, thread
+
+
 def run_embedded(config: JobConfig, *, host: str, port: int, schedule: ScheduleConfig | None = None) -> int:
-    """Serve the site and run the minute jobs as minutes close, until SIGINT/SIGTERM."""
+    """Collector, minute jobs and the site server in one process, until SIGINT/SIGTERM."""
     ctx = JobContext.open(config)
     publish_static_assets(ctx.site, ctx.layout)
     server, _thread = serve_in_thread(ctx.site, host, port)
     bound_host, bound_port = server.server_address[:2]
     logger.info("site %s served at http://%s:%s/", config.site_url, bound_host, bound_port)
     logger.info("data store %s; symbols %s", config.data_url, ",".join(config.symbols))
-    logger.warning("collector: not built yet (issue 3); no exchange data is being recorded")
     stop = threading.Event()
     _install_stop_handlers(stop)
+    collector, loop, collector_thread = _start_collector(config)
     scheduler = MinuteScheduler(ctx, schedule or ScheduleConfig())
     scheduler.start()
     try:
         stop.wait()
     finally:
+        loop.call_soon_threadsafe(collector.stop)
+        collector_thread.join(timeout=60)
         scheduler.shutdown()
         server.shutdown()
         server.server_close()

@@ -6,8 +6,8 @@ Three kinds of worker, so that neither the disk nor the data store can stall a w
   per exchange (:class:`RestPoller`), and the status task. Each received message becomes one item
   ``(symbol, exchange, recv_ns, channel, payload)`` on a bounded queue; when the queue is full the
   item is dropped, counted and logged (connection events are never dropped);
-* the writer thread: drains the queue into :class:`MinuteFileWriter` (one ``write()`` per line to the
-  minute's partial file in the spool directory);
+* the writer thread: drains the queue into :class:`MinuteFileWriter` (everything queued at once,
+  up to 4096 lines: one ``write()`` per partial file in the spool directory, as soon as it is queued);
 * the store thread: every ``finalize_interval_s`` finalizes due minutes into the data store (a
   failing store is retried on the next tick by the writer; capture goes on) and writes the status
   document ``status/collector-{id}.json``.
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 STATUS_SCHEMA_VERSION = 1
 STATUS_META = ObjectMeta(content_type="application/json", cache_control="no-store")
 _WRITER_IDLE_WAIT_S = 0.02
+_WRITER_MAX_BATCH = 4096
 _DROP_LOG_INTERVAL_S = 10.0
 
 Item = tuple[str, str, int, str, bytes]
@@ -98,6 +100,7 @@ class Collector:
         self.status_errors = 0
         self._last_drop_log = 0.0
         self._writer_idle = False
+        self._inflight_ns: int | None = None
         self._wake = threading.Event()
         self._writer_stop = threading.Event()
         self._store_stop = threading.Event()
@@ -110,25 +113,27 @@ class Collector:
     # -- the sink (called on the event loop) ----------------------------------------------------
 
     def put(self, symbol: str, exchange: str, recv_ns: int, channel: str, payload: bytes) -> None:
-        """Queue one received message for the writer; dropped and counted when the queue is full."""
+        """Queue one received message for the writer; dropped and counted when the queue is full.
+
+        The hot path: the queue's high-water mark is sampled by the writer (and set at a drop)."""
         queue = self._queue
-        depth = len(queue)
-        if depth >= self._capacity:
+        if len(queue) < self._capacity:
+            queue.append((symbol, exchange, recv_ns, channel, payload))
+            if self._writer_idle:  # wake it once (it needs the GIL to run, which we hold)
+                self._writer_idle = False
+                self._wake.set()
+        else:
             self._dropped()
-            return
-        queue.append((symbol, exchange, recv_ns, channel, payload))
-        if depth >= self.queue_high_water:
-            self.queue_high_water = depth + 1
-        if self._writer_idle:
-            self._wake.set()
 
     def put_event(self, symbol: str, exchange: str, recv_ns: int, channel: str, payload: bytes) -> None:
         """Queue a connection event; never dropped (there are few)."""
         self._queue.append((symbol, exchange, recv_ns, channel, payload))
+        self._writer_idle = False
         self._wake.set()
 
     def _dropped(self) -> None:
         self.queue_dropped += 1
+        self.queue_high_water = self._capacity
         now = time.monotonic()
         if self.queue_dropped == 1 or now - self._last_drop_log >= _DROP_LOG_INTERVAL_S:
             self._last_drop_log = now
@@ -142,33 +147,51 @@ class Collector:
 
     def _writer_loop(self) -> None:
         queue = self._queue
-        append = self.writer.append
+        popleft = queue.popleft
+        append_many = self.writer.append_many
+        wake = self._wake
         while True:
-            try:
-                item = queue.popleft()
-            except IndexError:
+            n = len(queue)
+            if not n:
                 if self._writer_stop.is_set():
                     return
-                self._writer_idle = True
+                self._writer_idle = True  # before looking at the queue: a put after this wakes us
                 if not queue:
-                    self._wake.wait(_WRITER_IDLE_WAIT_S)
-                self._wake.clear()
+                    wake.wait(_WRITER_IDLE_WAIT_S)
+                wake.clear()
                 self._writer_idle = False
                 continue
+            # everything queued so far, in one write() per file; the watermark sees it until written
+            if n > self.queue_high_water:
+                self.queue_high_water = n
+            self._inflight_ns = queue[0][2]
+            batch = [popleft() for _ in range(min(n, _WRITER_MAX_BATCH))]
             try:
-                append(*item)
-            except Exception:  # disk full, I/O error: the line is lost, counted and logged
+                failed = append_many(batch)
+            except Exception as error:  # a bug: count the batch as lost, keep writing
+                failed = [(item, error) for item in batch]
+            self._inflight_ns = None
+            for item, exc in failed:
                 self.write_errors += 1
                 if self.write_errors <= 10 or self.write_errors % 1000 == 0:
-                    log.exception("could not write a %s line (%d write errors)", item[3], self.write_errors)
+                    log.error(
+                        "could not write a %s line (%d write errors)",
+                        item[3],
+                        self.write_errors,
+                        exc_info=exc,
+                    )
 
     def _watermark(self) -> int:
-        """Now, or the receive time of the oldest queued line if earlier (never finalize under it)."""
+        """Now, or the receive time of the oldest line not yet written if earlier (never finalize
+        under it). The queue is read before the writer's in-flight batch: the writer marks a batch
+        in flight before taking it off the queue, so a line is always seen in one or the other."""
         now = self.clock()
-        try:
-            return min(now, self._queue[0][2])
-        except IndexError:
-            return now
+        queue = self._queue
+        if queue:
+            with contextlib.suppress(IndexError):  # emptied meanwhile
+                now = min(now, queue[0][2])
+        inflight = self._inflight_ns
+        return now if inflight is None else min(now, inflight)
 
     def _store_loop(self) -> None:
         while not self._store_stop.wait(self.config.finalize_interval_s):
@@ -204,6 +227,7 @@ class Collector:
                 "reconnects": stats.reconnects,
                 "gaps": stats.gaps,
                 "unrouted_messages": stats.unrouted,
+                "skipped_messages": stats.skipped,
                 "messages": sum(m for m, _ in stats.channels.values()),
                 "channels": {
                     ch: {"messages": m, "bytes": b} for ch, (m, b) in sorted(stats.channels.items())

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from moonstream.collector.exchanges import ExchangeSpec, WsPlan
+from moonstream.collector.exchanges import CONNECTION, VENUE_WIDE, ExchangeSpec, WsPlan
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ class ExchangeStats:
 
     channels: dict[str, list[int]] = field(default_factory=dict)  # channel -> [messages, bytes]
     unrouted: int = 0
+    skipped: int = 0  # venue-wide messages about none of our symbols: not written
     gaps: int = 0
     reconnects: int = 0
     last_message_ns: int | None = None
@@ -150,7 +151,7 @@ class WsConnection:
         self.on_gap = on_gap
         self.clock = clock
         self._symbols = frozenset(plan.symbols)
-        self._last_rx = 0.0
+        self._sending: set[asyncio.Task[None]] = set()
         self._close_reason: str | None = None
         self._opened_at: float | None = None
 
@@ -224,7 +225,6 @@ class WsConnection:
             proxy=None,
         ) as ws:
             self._opened_at = opened_at = time.monotonic()
-            self._last_rx = opened_at
             self.conn.connected = True
             self.conn.connected_since_ns = self.clock()
             self._event("conn:open", symbols=list(self.plan.symbols))
@@ -241,72 +241,141 @@ class WsConnection:
 
     async def _receive(self, ws: Any) -> None:
         sequencer = self.spec.new_sequencer() if self.spec.new_sequencer is not None else None
+        # channels the sequencer ignores (None: it looks at every message)
+        watched = getattr(sequencer, "channels", None) if sequencer is not None else frozenset()
+        recv = ws.recv
         route = self.spec.route
         exchange = self.spec.name
         channels = self.stats.channels
         symbols = self._symbols
-        fallback = self.plan.symbols[0]
         put = self.sink.put
         clock = self.clock
-        monotonic = time.monotonic
         conn = self.conn
         stats = self.stats
+        fast: dict[tuple[str, str], list[int]] = {}  # (our symbol, unwatched channel) -> its counts
         while True:
-            payload = await ws.recv(decode=False)
+            payload = await recv(decode=False)
             now = clock()
-            self._last_rx = monotonic()
             target = route(payload)
+            counts = fast.get(target)  # type: ignore[arg-type]
+            if counts is not None:  # the hot path
+                counts[0] += 1
+                counts[1] += len(payload)
+                conn.messages += 1
+                conn.last_message_ns = stats.last_message_ns = now
+                put(target[0], exchange, now, target[1], payload)  # type: ignore[index]
+                continue
             if target is None or target[0] not in symbols:
-                stats.unrouted += 1
-                if stats.unrouted <= 10 or stats.unrouted % 1000 == 0:
-                    log.warning(
-                        "%s: unrouted message #%d (%d bytes): %r",
-                        exchange,
-                        stats.unrouted,
-                        len(payload),
-                        payload[:80],
-                    )
-                symbol, channel = fallback, "ws:unrouted"
+                targets = self._other_targets(payload, target)
+                if not targets:
+                    continue
+                channel = targets[0][1]
             else:
+                targets = [target]
                 symbol, channel = target
-                if sequencer is not None:
+                if sequencer is not None and (watched is None or channel in watched):
                     gap = sequencer.check(symbol, channel, payload)
                     if gap is not None:
-                        self._gap(symbol, now, gap)
+                        self._gap(symbol, now, gap, ws)
             counts = channels.get(channel)
             if counts is None:
                 counts = channels[channel] = [0, 0]
+            if watched is not None and target is not None and targets[0] is target and channel not in watched:
+                fast[target] = counts
             counts[0] += 1
             counts[1] += len(payload)
             conn.messages += 1
             conn.last_message_ns = stats.last_message_ns = now
-            put(symbol, exchange, now, channel, payload)
+            for symbol, channel in targets:
+                put(symbol, exchange, now, channel, payload)
 
-    def _gap(self, symbol: str, now: int, gap: dict[str, Any]) -> None:
+    def _other_targets(self, payload: bytes, target: tuple[str, str] | None) -> list[tuple[str, str]]:
+        """Where a message that is not about one of our symbols goes (see the exchanges package).
+
+        A connection-level message goes to the first symbol; a venue-wide one to each of our
+        symbols it concerns (none: dropped, counted in ``stats.skipped``); anything else is
+        ``ws:unrouted`` in the first symbol's file, counted and logged.
+        """
+        fallback = self.plan.symbols[0]
+        if target is not None and target[0] == CONNECTION:
+            return [(fallback, target[1])]
+        if target is not None and target[0] == VENUE_WIDE and self.spec.wide_symbols is not None:
+            ours = [(s, target[1]) for s in self.spec.wide_symbols(payload) if s in self._symbols]
+            if not ours:
+                self.stats.skipped += 1
+                self.conn.messages += 1
+                self.conn.last_message_ns = self.stats.last_message_ns = self.clock()
+            return ours
+        stats = self.stats
+        stats.unrouted += 1
+        if stats.unrouted <= 10 or stats.unrouted % 1000 == 0:
+            log.warning(
+                "%s: unrouted message #%d (%d bytes): %r",
+                self.spec.name,
+                stats.unrouted,
+                len(payload),
+                payload[:80],
+            )
+        return [(fallback, "ws:unrouted")]
+
+    def _gap(self, symbol: str, now: int, gap: dict[str, Any], ws: Any) -> None:
         self.stats.gaps += 1
         payload = _event_payload(url=self.plan.url, attempt=self.conn.attempts, **gap)
         self.sink.put_event(symbol, self.spec.name, now, "conn:gap", payload)
-        log.warning("%s %s: sequence gap %s; requesting a snapshot", self.spec.name, symbol, gap)
+        resync = self.spec.resync(symbol, str(gap.get("channel"))) if self.spec.resync else ()
+        if resync:
+            log.warning("%s %s: sequence gap %s; resubscribing", self.spec.name, symbol, gap)
+            task = asyncio.create_task(self._send_all(ws, resync))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+        else:
+            log.warning("%s %s: sequence gap %s; requesting a snapshot", self.spec.name, symbol, gap)
         self.on_gap(symbol)
 
+    async def _send_all(self, ws: Any, messages: tuple[str, ...]) -> None:
+        with contextlib.suppress(ConnectionClosed):  # the reconnect brings fresh snapshots anyway
+            for message in messages:
+                await ws.send(message)
+
     async def _watchdog(self, ws: Any, opened_at: float) -> None:
-        """Close the connection on a stall (no message for ``stall_timeout_s``) or at the age limit;
-        send the exchange's application-level ping if it has one."""
+        """Close the connection on a stall (no message for ``stall_timeout_s``), an unanswered
+        application-level ping, or at the age limit; send the exchange's application-level ping if
+        it has one. Liveness is read from the message counter, so receiving costs no clock call."""
+        spec = self.spec
         tick = min(1.0, self.stall_timeout_s / 4)
+        if spec.app_ping is not None:
+            tick = min(tick, spec.app_ping_interval_s / 4)
+            if spec.app_ping_timeout_s is not None:
+                tick = min(tick, spec.app_ping_timeout_s / 4)
         last_app_ping = opened_at
+        pinged_at: float | None = None  # an app ping not yet followed by any message
+        seen = self.conn.messages
+        last_rx = opened_at
         while True:
             await asyncio.sleep(tick)
             now = time.monotonic()
-            if now - self._last_rx > self.stall_timeout_s:
+            if self.conn.messages != seen:
+                seen = self.conn.messages
+                last_rx = now
+                pinged_at = None
+            if now - last_rx > self.stall_timeout_s:
                 self._close_reason = "stall"
             elif now - opened_at > self.max_age_s:
                 self._close_reason = "max_age"
-            elif self.spec.app_ping is not None and now - last_app_ping >= self.spec.app_ping_interval_s:
+            elif (
+                pinged_at is not None
+                and spec.app_ping_timeout_s is not None
+                and now - pinged_at > spec.app_ping_timeout_s
+            ):
+                self._close_reason = "pong_timeout"
+            elif spec.app_ping is not None and now - last_app_ping >= spec.app_ping_interval_s:
                 last_app_ping = now
-                await ws.send(self.spec.app_ping)
+                if pinged_at is None:
+                    pinged_at = now
+                await ws.send(spec.app_ping)
                 continue
             else:
                 continue
-            log.warning("%s: closing %s (%s)", self.spec.name, self.plan.url, self._close_reason)
+            log.warning("%s: closing %s (%s)", spec.name, self.plan.url, self._close_reason)
             await ws.close(code=1000, reason=self._close_reason)
             return

@@ -224,6 +224,9 @@ class BookSnapshot:
     ``books5``): books of different depths are different books. Sizes are base units;
     ``contract_value`` is the factor applied to the exchange's sizes (OKX ``ctVal``, 1 on Bybit),
     so the exchange's own size is ``qty / contract_value`` exactly (e.g. for a checksum).
+    ``bid_texts``/``ask_texts`` are, when the normalizer keeps them (OKX), the exchange's own
+    ``(price, size)`` strings of each level exactly as sent (size in contracts), parallel to
+    ``bids``/``asks``: OKX's checksum is computed on those strings. Not part of equality.
     """
 
     exchange: str
@@ -237,6 +240,8 @@ class BookSnapshot:
     contract_value: Decimal
     bids: tuple[Level, ...]
     asks: tuple[Level, ...]
+    bid_texts: tuple[tuple[str, str], ...] | None = field(default=None, compare=False)
+    ask_texts: tuple[tuple[str, str], ...] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +251,7 @@ class BookDelta:
 
     ``prev_update_id`` is the ``update_id`` this delta follows when the exchange states it (OKX
     ``prevSeqId``); Bybit does not (None), its ``u`` is a sequence. Other fields as in
-    :class:`BookSnapshot`.
+    :class:`BookSnapshot` (including the optional ``bid_texts``/``ask_texts``).
     """
 
     exchange: str
@@ -261,6 +266,8 @@ class BookDelta:
     contract_value: Decimal
     bids: tuple[Level, ...]
     asks: tuple[Level, ...]
+    bid_texts: tuple[tuple[str, str], ...] | None = field(default=None, compare=False)
+    ask_texts: tuple[tuple[str, str], ...] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from moonstream.collector.rawfile import RawRecord, ReadReport, raw_key, read_minute
+from moonstream.jobs.collector_status import read_collector_status
 from moonstream.jobs.config import JobConfig
 from moonstream.jobs.engines import ENGINES, engine_versions, products
 from moonstream.jobs.normalize import NormalizeStats, normalize_records
@@ -154,7 +155,10 @@ def run_minute(
     records = read_minute(ctx.data, symbol, minute, report=read_report)
     outputs = compute_minute(state, symbol, minute, records, ctx.config.exchanges)
     lag_s = None if now_ns is None else round((now_ns - minute_start_ns(minute + 1)) / 1e9, 3)
-    live = None if now_ns is None else {"lag_seconds": lag_s, "late_files": late_files or 0}
+    live = None
+    if now_ns is not None:
+        collectors = read_collector_status(ctx.data)
+        live = {"lag_seconds": lag_s, "late_files": late_files or 0, "collectors": collectors}
     written = unchanged = immutables = 0
     if publish:
         with publication(ctx.site, ctx.layout, replace_immutable=ctx.config.replace_immutable) as pub:
@@ -184,7 +188,8 @@ def run_minute(
         missing_exchanges=tuple(outputs.source_summary["missing_exchanges"]),
         immutables_written=immutables,
     )
-    logger.info(
+    logger.log(
+        logging.INFO if publish else logging.DEBUG,
         "minute %s %s%s: %d records, %d events, %d errors, %d objects written (%d unchanged) in %.3fs%s",
         symbol,
         iso_minute(minute),

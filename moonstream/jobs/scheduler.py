@@ -107,6 +107,8 @@ class SymbolRunner:
             return  # nothing due: no store read on most ticks
         self._head = read_head_minute(self.ctx.data, self.symbol)
         plan = plan_minutes(self._head, due, self.config)
+        if not plan.publish or not self._files_ready(plan.publish[0], now):
+            return  # warm up only once the first minute to publish is ready, not on every waiting tick
         if plan.skipped:
             first, last = plan.skipped
             logger.warning(

@@ -35,6 +35,9 @@ POINTER_CAS_ATTEMPTS = 8
 PointerMerge = Callable[[Any | None], Any | None]
 """Given the pointer's current document (None if absent), the new document, or None to leave it."""
 
+BytesMerge = Callable[[bytes | None], bytes | None]
+"""Like :data:`PointerMerge` for a binary pointer: current bytes (None if absent) to new bytes or None."""
+
 
 @dataclass
 class PublishReport:
@@ -57,6 +60,7 @@ class _Pointer:
     key: str
     merge: PointerMerge
     meta: ObjectMeta
+    binary: bool = False
 
 
 class Publication:
@@ -69,6 +73,11 @@ class Publication:
         self._immutables: list[_Immutable] = []
         self._pointers: list[_Pointer] = []
         self.report = PublishReport()
+
+    @property
+    def store(self) -> Store:
+        """The store this publication commits to (for reads while queueing, e.g. history chunks)."""
+        return self._store
 
     def encode_json(self, document: Any) -> bytes:
         data = canonical_json(document)
@@ -83,6 +92,10 @@ class Publication:
     def update_pointer_json(self, key: str, merge: PointerMerge) -> None:
         """Queue a compare-and-swap update of a JSON pointer document computed by ``merge``."""
         self._pointers.append(_Pointer(key, merge, self._layout.pointer_json_meta()))
+
+    def update_pointer_bytes(self, key: str, merge: BytesMerge, meta: ObjectMeta) -> None:
+        """Queue a compare-and-swap update of a binary pointer object (stored as is) computed by ``merge``."""
+        self._pointers.append(_Pointer(key, merge, meta, binary=True))
 
     def commit(self) -> PublishReport:
         report = self.report
@@ -118,14 +131,18 @@ class Publication:
             current: StoredObject | None
             try:
                 current = self._store.read(pointer.key)
-                current_doc = decode_json_object(current.data, current.meta.content_encoding)
+                current_doc = (
+                    current.data
+                    if pointer.binary
+                    else decode_json_object(current.data, current.meta.content_encoding)
+                )
             except ObjectNotFound:
                 current, current_doc = None, None
             new_doc = pointer.merge(current_doc)
             if new_doc is None:
                 report.pointers_unchanged += 1
                 return
-            data = self.encode_json(new_doc)
+            data = new_doc if pointer.binary else self.encode_json(new_doc)
             if current is not None and current.data == data:
                 report.pointers_unchanged += 1
                 return

@@ -15,6 +15,10 @@ from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
+import jinja2
+
+from moonstream.publish.history import HISTORY_FORMATS, add_history
+from moonstream.publish.history import index_key as history_index_key
 from moonstream.publish.layout import API_VERSION, SiteLayout
 from moonstream.publish.publisher import PointerMerge, Publication
 from moonstream.store.base import IMMUTABLE_CACHE_CONTROL, ObjectExists, ObjectMeta, Store
@@ -59,6 +63,8 @@ def _index_merge(layout: SiteLayout, symbol: str, products: list[str]) -> Pointe
                 "schema": "/" + schema_key(layout, product),
                 "schema_version": 1,
             }
+            if product in HISTORY_FORMATS:
+                product_map[product]["history"] = "/" + history_index_key(layout, symbol, product)
         entry["products"] = dict(sorted(product_map.items()))
         symbols[symbol] = entry
         return {
@@ -92,7 +98,9 @@ def _health_merge(
         return {
             "schema_version": HEALTH_SCHEMA_VERSION,
             "generated_at": newest,
-            "collectors": health.get("collectors", {}),
+            "collectors": live["collectors"]
+            if live and "collectors" in live
+            else health.get("collectors", {}),
             "symbols": dict(sorted(symbols.items())),
         }
 
@@ -128,6 +136,8 @@ def add_minute_documents(
         )
     for product, document in sorted(documents.items()):
         pub.add_immutable_json(layout.version_key(symbol, product, minute), document)
+    # History chunks (immutable complete hour, then the partial-hour chunk and history index pointers).
+    add_history(pub, layout, symbol, minute, documents, blobs)
     for product, document in sorted(documents.items()):
         pub.update_pointer_json(layout.latest_key(symbol, product), _forward_only(document))
     pub.update_pointer_json(layout.index_key(), _index_merge(layout, symbol, sorted(documents)))
@@ -135,8 +145,25 @@ def add_minute_documents(
     pub.update_pointer_json(layout.health_key(), _health_merge(symbol, minute_iso, sources, live))
 
 
+def render_viewer(layout: SiteLayout) -> list[tuple[str, bytes, str]]:
+    """The viewer's files as ``(name relative to the site root, bytes, Content-Type)``: ``index.html``
+    rendered with Jinja2 (API root and version only, so the page is byte-stable) and ``frames.js``."""
+    folder = resources.files("moonstream.publish") / "templates"
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    page = env.from_string((folder / "index.html").read_text(encoding="utf-8")).render(
+        api_version=API_VERSION,
+        prefix=layout.prefix,
+        index_url=f"{API_VERSION}/index.json",
+        frames_js="frames.js",
+    )
+    return [
+        ("index.html", page.encode(), "text/html; charset=utf-8"),
+        ("frames.js", (folder / "frames.js").read_bytes(), "text/javascript; charset=utf-8"),
+    ]
+
+
 def publish_static_assets(store: Store, layout: SiteLayout) -> int:
-    """Publish the JSON Schemas (immutable per version) and the viewer page; returns objects written."""
+    """Publish the JSON Schemas (immutable per version) and the viewer; returns objects written."""
     written = 0
     package = resources.files("moonstream.publish")
     for name in schema_names():
@@ -147,10 +174,11 @@ def publish_static_assets(store: Store, layout: SiteLayout) -> int:
         except ObjectExists:
             logger.error("%s differs from the published schema: give a changed schema a new version",
                          schema_key(layout, name))  # fmt: skip
-    page = (package / "templates" / "index.html").read_bytes()
-    page_meta = ObjectMeta("text/html; charset=utf-8", "public, max-age=60")
-    current = store.head(f"{layout.prefix}index.html")
-    if current is None or store.read_bytes(f"{layout.prefix}index.html") != page:
-        store.put(f"{layout.prefix}index.html", page, page_meta)
-        written += 1
+    for name, data, content_type in render_viewer(layout):
+        meta = ObjectMeta(content_type, "public, max-age=60")
+        key = f"{layout.prefix}{name}"
+        current = store.head(key)
+        if current is None or current.meta != meta or store.read_bytes(key) != data:
+            store.put(key, data, meta)
+            written += 1
     return written

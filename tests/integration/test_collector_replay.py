@@ -79,7 +79,8 @@ class ReplayServer:
 
     ``drop_after``: abort the TCP connection after sending these indexes; ``stall_at``: stop sending
     before this index (once) and wait for the client to give up; ``garbage_before``: send this frame
-    before the message at that index. ``interval_s`` paces messages (0: as fast as possible).
+    before the message at that index. ``interval_s`` paces messages (0: as fast as possible);
+    ``pause_before``: sleep this many real seconds before sending the message at that index.
     """
 
     def __init__(
@@ -91,12 +92,14 @@ class ReplayServer:
         garbage_before: dict[int, bytes] | None = None,
         interval_s: float = 0.0,
         loop_forever: bool = False,
+        pause_before: dict[int, float] | None = None,
     ) -> None:
         self.messages = messages
         self.drop_after = set(drop_after or ())
         self.stall_at = set(stall_at or ())
         self.garbage_before = dict(garbage_before or {})
         self.interval_s = interval_s
+        self.pause_before = dict(pause_before or {})
         self.loop_forever = loop_forever
         self.cursor = 0
         self.sent: list[tuple[float, bytes]] = []  # (time.time(), payload) once the frame is flushed
@@ -135,6 +138,8 @@ class ReplayServer:
         try:
             while self.cursor < len(self.messages) or self.loop_forever:
                 index = self.cursor
+                if index in self.pause_before:
+                    await asyncio.sleep(self.pause_before.pop(index))
                 if index in self.stall_at:
                     self.stall_at.discard(index)
                     await ws.wait_closed()
@@ -307,9 +312,10 @@ def _minute_end_passed(clock: FastClock, last_recv_ns: int | None, grace_s: floa
 def test_replays_real_messages_byte_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     messages = _recorded(5000)
     snapshot = _recorded_snapshot()
-    # start 5 clock-seconds before a minute ends: the replay crosses a minute boundary
-    clock = FastClock((1_721_347_200 // 60 * 60 + 55) * NS_PER_SECOND, speed=30)
-    with ReplayServer(messages, interval_s=0.0) as ws, RestServer(snapshot) as rest:
+    # Start 10 clock-seconds (1/3 s real) before a minute ends and pause half-way for 15 clock-seconds,
+    # so the replay crosses the minute boundary however fast the collector is.
+    clock = FastClock((1_721_347_200 // 60 * 60 + 50) * NS_PER_SECOND, speed=30)
+    with ReplayServer(messages, interval_s=0.0, pause_before={2500: 0.5}) as ws, RestServer(snapshot) as rest:
         _env(monkeypatch, ws, rest)
         config = _config(tmp_path, stall_timeout_s=30.0)
 

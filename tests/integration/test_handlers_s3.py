@@ -18,6 +18,7 @@ from moonstream.jobs import handlers
 from moonstream.jobs.config import JobConfig
 from moonstream.jobs.minute import PRODUCTS, JobContext, run_minute
 from moonstream.jobs.state import read_head_minute
+from moonstream.publish.history import HISTORY_FORMATS
 from moonstream.store import open_store
 from moonstream.timeutil import parse_minute
 from tests.conftest import shared_file
@@ -56,10 +57,10 @@ def test_lambda_handler_runs_one_symbol_minute(
     site = _bucket_objects(s3_server, imported, "site/")
     for product in PRODUCTS:
         assert f"v1/BTC/{product}/2024-07-18/2358.json" in site and f"v1/BTC/{product}/latest.json" in site
-    # every immutable version and pointer of the minute, plus index.json and health.json
-    assert answer["results"][0]["objects_written"] == 2 * len(PRODUCTS) + 2 + sum(
-        k.endswith(".bin") for k in site
-    )
+    # every immutable version and pointer of the minute, index.json and health.json, the minute's .bin
+    # frames and each framed product's partial history chunk, and the history index of each.
+    written = sum(k.endswith(".bin") for k in site) + len(HISTORY_FORMATS)
+    assert answer["results"][0]["objects_written"] == 2 * len(PRODUCTS) + 2 + written
     # An EventBridge Scheduler event: the minute before its time, every configured symbol.
     answer = handlers.minute_handler({"time": "2024-07-18T23:59:05Z"}, None)
     assert [r["symbol"] for r in answer["results"]] == ["BTC", "ETH"]
@@ -110,7 +111,7 @@ def test_two_runners_at_once_equal_one(imported: str, s3_server: str, tmp_path: 
         _bucket_objects(s3_server, imported, "single/"),
     )
     assert race_site == single_site
-    versions = [k for k in race_site if "/2024-" in k]
+    versions = [k for k in race_site if "/2024-" in k and not k.endswith(".partial.bin")]
     assert len([k for k in versions if "/market/" in k]) == 6
     # Each version was created exactly once: one runner created it, the other found identical bytes.
     assert sum(written) == len(versions)

@@ -277,7 +277,7 @@ def test_connection_events_are_bybit_events() -> None:
 
 def test_registered() -> None:
     assert NORMALIZERS["bybit"] is bybit.normalize
-    assert {"ws:publicTrade", "ws:allLiquidation", "ws:tickers", "ws:orderbook"} == bybit.CHANNELS
+    assert {"ws:publicTrade", "ws:allLiquidation", "ws:tickers", "ws:orderbook", "ws:op"} == bybit.CHANNELS
 
 
 # --- bad input ------------------------------------------------------------------------------------
@@ -530,3 +530,13 @@ def test_dedup_keys() -> None:
     assert dedup_key(deeper) != dedup_key(snap)  # another depth is another book
     mark = bybit.parse_tickers(message("tickers_snapshot.json"), "BTC", RECV)[0]
     assert dedup_key(mark) == ("MarkPriceUpdate", "bybit", "BTC", 1_673_272_861_686_000_000)
+
+
+def test_replies_to_our_own_requests_are_not_errors() -> None:
+    from moonstream.collector.rawfile import RawRecord
+    from moonstream.jobs.normalize import bybit as bybit_module
+    from moonstream.jobs.normalize import okx as okx_module
+
+    pong = b'{"success":true,"ret_msg":"pong","conn_id":"x","op":"ping"}'
+    assert bybit_module.normalize(RawRecord(1, "ws:op", pong, "bybit", "c1"), "BTC") == []
+    assert okx_module.normalize(RawRecord(1, "ws:pong", b"pong", "okx", "c1"), "BTC") == []

@@ -383,6 +383,7 @@ def test_registered() -> None:
         "ws:books5",
         "ws:tickers",
         "ws:event",
+        "ws:pong",
         "rest:oi",
     } == okx.CHANNELS
 

@@ -1,18 +1,23 @@
 """Exchange modules and their registry: what the live collector needs to know about each exchange.
 
-Each exchange module (``binance``, later ``bybit`` and ``okx``) keeps its pure helpers (stream names,
+Each exchange module (``binance``, ``bybit``, ``okx``) keeps its pure helpers (stream names,
 channel tags; shared with the importers) and provides one :class:`ExchangeSpec` named ``SPEC``:
 
 * base URLs, overridable with ``MOONSTREAM_{EXCHANGE}_{WS,REST}_URL`` (proxies, tests);
 * :attr:`ExchangeSpec.connections`: the websocket URL(s) and subscription messages for our symbols;
 * :attr:`ExchangeSpec.route`: ``payload bytes -> (symbol, channel)``, cheaply (no full JSON parse
-  where the exchange puts the stream name first);
+  where the exchange puts the stream name first). Besides one of our symbols, the symbol may be
+  :data:`CONNECTION` (a message about the connection itself: subscription acknowledgements,
+  application-level pongs, errors; written to the connection's first symbol) or :data:`VENUE_WIDE`
+  (a channel that carries every instrument: :attr:`ExchangeSpec.wide_symbols` says which of ours
+  it concerns; it is written to each of them, and dropped and counted when it concerns none);
 * :attr:`ExchangeSpec.rest_polls`: REST endpoints per symbol, with their intervals; a poll marked
   ``snapshot`` is also fetched at every connect and after every detected sequence gap;
-* :attr:`ExchangeSpec.new_sequencer`: gap detection on the order-book channel;
-* keepalive rules: protocol ping interval and timeout, an optional application-level ping message,
-  and the connection age after which the collector reconnects on its own (before the exchange's
-  own limit, e.g. Binance's 24 h).
+* :attr:`ExchangeSpec.new_sequencer`: gap detection on the order-book channel, and
+  :attr:`ExchangeSpec.resync`: what to send on the websocket after a gap (OKX resubscribes the book);
+* keepalive rules: protocol ping interval and timeout, an optional application-level ping message
+  (with an optional answer timeout), and the connection age after which the collector reconnects
+  on its own (before the exchange's own limit, e.g. Binance's 24 h).
 
 Adding an exchange is one module with a ``SPEC`` and one line in :data:`EXCHANGES`.
 """
@@ -56,7 +61,11 @@ class RestPoll:
 
 
 class Sequencer(Protocol):
-    """Order-book sequence checker for one connection (state resets with each new connection)."""
+    """Order-book sequence checker for one connection (state resets with each new connection).
+
+    A sequencer may declare ``channels: frozenset[str]``, the channel tags it looks at; the
+    connection then skips the call for every other message (without it, it sees every message).
+    """
 
     def check(self, symbol: str, channel: str, payload: bytes) -> dict[str, Any] | None:
         """Details of a gap this message reveals (JSON-able), or None when the chain holds."""
@@ -64,6 +73,11 @@ class Sequencer(Protocol):
 
 
 Router = Callable[[bytes], "tuple[str, str] | None"]
+
+CONNECTION = ""
+"""Router symbol of a connection-level message (acks, pongs, errors): kept in the first symbol's file."""
+VENUE_WIDE = "*"
+"""Router symbol of a venue-wide message: :attr:`ExchangeSpec.wide_symbols` names the symbols."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +95,12 @@ class ExchangeSpec:
     ping_timeout_s: float | None = 20.0
     app_ping: str | None = None
     app_ping_interval_s: float = 20.0
+    app_ping_timeout_s: float | None = None
+    """Close the connection (``reason: pong_timeout``) when nothing arrives this long after an app ping."""
+    wide_symbols: Callable[[bytes], tuple[str, ...]] | None = None
+    """The symbols (ours or not) a :data:`VENUE_WIDE` message concerns."""
+    resync: Callable[[str, str], tuple[str, ...]] | None = None
+    """Messages to send on the connection after a sequence gap on ``(symbol, channel)``."""
     max_connection_age_s: float = 23.5 * 3600
     rate_limit_statuses: frozenset[int] = field(default_factory=lambda: frozenset({429, 418}))
 
@@ -97,10 +117,13 @@ class ExchangeSpec:
         return (self._env("REST") or self.default_rest_url).rstrip("/")
 
 
-from moonstream.collector.exchanges import binance  # noqa: E402  (binance imports the types above)
+# the modules import the types above
+from moonstream.collector.exchanges import binance, bybit, okx  # noqa: E402
 
 EXCHANGES: dict[str, ExchangeSpec] = {
     "binance": binance.SPEC,
+    "bybit": bybit.SPEC,
+    "okx": okx.SPEC,
 }
 """Registered exchanges by name; the collector's ``exchanges`` config picks from these."""
 

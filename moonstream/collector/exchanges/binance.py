@@ -212,6 +212,8 @@ def rest_polls(symbol: str) -> tuple[RestPoll, ...]:
 class DepthSequencer:
     """Binance diff-depth chaining: each ``ws:depth`` message's ``pu`` must equal the previous ``u``."""
 
+    channels = frozenset({"ws:depth"})
+
     def __init__(self) -> None:
         self._last_u: dict[str, int] = {}
 

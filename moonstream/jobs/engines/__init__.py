@@ -14,7 +14,7 @@ from typing import Any
 
 from moonstream.jobs.engines import liquidations, market, orderbook, tape
 from moonstream.jobs.events import Event
-from moonstream.publish.frames import encode_frame
+from moonstream.publish.frames import encode_frame, encode_liq_frame, intensity_u8
 
 JSONDict = dict[str, Any]
 
@@ -45,9 +45,7 @@ def _market_step(state: JSONDict, events: Sequence[Event], symbol: str, minute: 
 def _orderbook_step(state: JSONDict, events: Sequence[Event], symbol: str, minute: int) -> EngineResult:
     new_state, outputs = orderbook.step_orderbook(state, events, symbol, minute)
     frames = b"".join(
-        encode_frame(
-            src=float(orderbook.SOURCE_CODE), bid=f.bid_u8.tobytes(), ask=f.ask_u8.tobytes(), **f.header()
-        )
+        encode_frame(src=float(outputs.src), bid=f.bid_u8.tobytes(), ask=f.ask_u8.tobytes(), **f.header())
         for f in outputs.frames
         if f is not None
     )
@@ -61,7 +59,28 @@ def _liquidations_step(state: JSONDict, events: Sequence[Event], symbol: str, mi
     except ValueError:  # no bucket step configured: this symbol has no liquidation products
         return EngineResult({}, {})
     new_state, bodies = liquidations.step_liquidations(state, events, symbol, minute)
-    return EngineResult(new_state, bodies)
+    frame = liq_frame_from_v1(bodies["liq_heatmap"], minute)
+    return EngineResult(new_state, bodies, {"liq_heatmap": frame} if frame else {})
+
+
+def liq_frame_from_v1(body: JSONDict, minute: int) -> bytes | None:
+    """The minute's liquidation frame (docs/formats.md), built from the V1 ``liq_heatmap`` body alone.
+
+    ``ts`` is the start of the minute (the body's ``ts`` is its end), ``src`` the body's reference
+    price, the grid its ``price_min``/``price_max``/``step``, and the rows its ``long_intensity`` /
+    ``short_intensity`` scaled by :func:`intensity_u8`. None when the minute has no grid (no price yet).
+    """
+    if body.get("src") is None or not body.get("prices"):
+        return None
+    return encode_liq_frame(
+        ts=float(minute * 60),
+        src=float(body["src"]),
+        price_min=float(body["price_min"]),
+        price_max=float(body["price_max"]),
+        step=float(body["step"]),
+        long=intensity_u8(body["long_intensity"]),
+        short=intensity_u8(body["short_intensity"]),
+    )
 
 
 ENGINES: tuple[EngineSpec, ...] = (

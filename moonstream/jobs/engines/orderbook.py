@@ -12,6 +12,12 @@ and the running totals from one minute to the next. Rules (docs/engines.md, "Ord
 - integrity: a bookTicker whose ``u`` equals an applied diff's ``u`` must show the reconstructed best
   bid and ask, whichever of the two arrives first;
 - frames: see :mod:`moonstream.jobs.engines.orderbook_frames`.
+
+Bybit v5 and OKX v5 books (:mod:`~moonstream.jobs.engines.orderbook_bybit`,
+:mod:`~moonstream.jobs.engines.orderbook_okx`) run beside the Binance one, each under its own state
+key, with their stats under ``books``. Frames come from **one** book per minute, never a merge:
+Binance when it is present (events this minute, or a book or buffer in the state), else the first
+present of Bybit and OKX (``frame_source`` in the stats, ``exchange``/``src`` in the heatmap body).
 """
 
 from __future__ import annotations
@@ -29,16 +35,22 @@ from moonstream.jobs.engines.orderbook_binance import (
     STALE_NS,
     BinanceBook,
 )
+from moonstream.jobs.engines.orderbook_bybit import BybitBook, LevelBook
 from moonstream.jobs.engines.orderbook_frames import WINDOW_NS, Frame, WindowAccumulator
-from moonstream.jobs.events import BookTicker, DepthSnapshot, DepthUpdate, Event
+from moonstream.jobs.engines.orderbook_okx import OkxBook
+from moonstream.jobs.events import BookDelta, BookSnapshot, BookTicker, DepthSnapshot, DepthUpdate, Event
+from moonstream.publish.frames import SOURCE_CODES
 from moonstream.timeutil import iso_ns
 
 logger = logging.getLogger(__name__)
 
-ENGINE_VERSION = "orderbook-1"
+ENGINE_VERSION = "orderbook-2"
 STATE_VERSION = 1
 SOURCE_CODE = 1
-"""The frame header's ``src`` for a Binance USDT-M book (``moonstream.publish.frames.SOURCE_CODES``)."""
+"""The frame header's ``src`` for a Binance USDT-M book (``moonstream.publish.frames.SOURCE_CODES``);
+a minute whose frames come from another exchange says so in :attr:`OrderbookOutputs.src`."""
+LEVEL_BOOKS: dict[str, type[LevelBook]] = {"bybit": BybitBook, "okx": OkxBook}
+"""The websocket snapshot/delta books, by exchange, in frame-source priority order after Binance."""
 COUNTERS: tuple[str, ...] = (
     "snapshots_seen",
     "snapshots_used",
@@ -66,12 +78,18 @@ class OrderbookOutputs:
     frames: tuple[Frame | None, Frame | None]
     stats: dict[str, Any]
     window_starts: tuple[int, int]
+    source: str = EXCHANGE
+
+    @property
+    def src(self) -> int:
+        """The frame header's ``src`` of the exchange the frames were drawn from."""
+        return SOURCE_CODES[self.source]
 
     def heatmap_body(self) -> dict[str, Any]:
         """The ``orderbook_heatmap`` JSON body: always two entries, ``null`` for a missing frame."""
         return {
-            "exchange": EXCHANGE,
-            "src": SOURCE_CODE,
+            "exchange": self.source,
+            "src": self.src,
             "frames": [
                 {"window_start": iso_ns(start), **frame.document()} if frame is not None else None
                 for start, frame in zip(self.window_starts, self.frames, strict=True)
@@ -84,17 +102,44 @@ def _clamp(t: int, low: int, high: int) -> int:
     return low if t < low else high if t > high else t
 
 
+def _frame_source(
+    binance: BinanceBook, books: dict[str, LevelBook], present: set[str]
+) -> tuple[str, BinanceBook | LevelBook]:
+    """The one book frames are drawn from this minute: Binance when present (events this minute,
+    or a book or buffered diffs in the state), else the first present of :data:`LEVEL_BOOKS`
+    (events this minute or a synced book), else Binance (no frames)."""
+    if EXCHANGE in present or binance.status != "empty" or binance.buffer:
+        return EXCHANGE, binance
+    for name, book in books.items():
+        if name in present or book.status == "synced":
+            return name, book
+    return EXCHANGE, binance
+
+
 def step_orderbook(
     state: dict[str, Any], events: Sequence[Event], symbol: str, minute: int
 ) -> tuple[dict[str, Any], OrderbookOutputs]:
     """Advance the order-book engine over one minute of events (in receive order).
 
     ``state`` is this engine's previous state (``{}`` for a fresh start); ``minute`` counts minutes
-    since the epoch. Only Binance events of ``symbol`` are used. The engine's clock is the exchange
-    time ``E`` of the diffs, clamped into the minute and never going backwards.
+    since the epoch. Only events of ``symbol`` are used: Binance diffs, snapshots and bookTickers,
+    and Bybit/OKX book snapshots and deltas. The engine's clock is the exchange time of the frame
+    source's messages (Binance: the diffs' ``E``; Bybit/OKX: the messages' ``ts``), clamped into the
+    minute and never going backwards; the other books use their messages' clamped time.
     """
-    book = BinanceBook.from_state(state.get(EXCHANGE), symbol)
+    binance = BinanceBook.from_state(state.get(EXCHANGE), symbol)
     totals: Counter[str] = Counter({k: int(v) for k, v in state.get("totals", {}).items()})
+    present = {
+        e.exchange
+        for e in events
+        if e.symbol == symbol and isinstance(e, DepthUpdate | DepthSnapshot | BookSnapshot | BookDelta)
+    }
+    books: dict[str, LevelBook] = {
+        name: cls.from_state(state.get(name), symbol)
+        for name, cls in LEVEL_BOOKS.items()
+        if name in state or name in present
+    }
+    source, book = _frame_source(binance, books, present)
     start = minute * 60 * 1_000_000_000
     end = start + 2 * WINDOW_NS
     windows = [WindowAccumulator(symbol, s, s + WINDOW_NS) for s in (start, start + WINDOW_NS)]
@@ -112,39 +157,84 @@ def step_orderbook(
     open_window(0, start)
     clock = start
     current = 0
+
+    def advance(ts_ns: int) -> None:
+        """Move the clock to a frame-source message's time: switch windows, stop a stale book."""
+        nonlocal clock, current
+        clock = max(clock, _clamp(ts_ns, start, end))
+        if current == 0 and clock >= windows[0].end_ns:
+            close_window(0, windows[0].end_ns)
+            current = 1
+            open_window(1, windows[1].start_ns)
+        if book.status == "synced" and clock > book.live_until():
+            close_window(current, clock)  # the book was stale: coverage stopped at live_until
+            book._open_window(clock)
+
     for event in events:
-        if event.exchange != EXCHANGE or event.symbol != symbol:
+        if event.symbol != symbol:
             continue
-        if isinstance(event, DepthUpdate):
-            clock = max(clock, _clamp(event.ts_ns, start, end))
-            if current == 0 and clock >= windows[0].end_ns:
-                close_window(0, windows[0].end_ns)
-                current = 1
-                open_window(1, windows[1].start_ns)
-            if book.status == "synced" and clock > book.live_until():
-                close_window(current, clock)  # the book was stale: coverage stopped at live_until
-                book._open_window(clock)
-            book.on_diff(event, clock)
-        elif isinstance(event, BookTicker):
-            book.on_ticker(event)
-        elif isinstance(event, DepthSnapshot):
-            book.on_snapshot(event, clock)
+        if event.exchange == EXCHANGE:
+            if isinstance(event, DepthUpdate):
+                advance(event.ts_ns)
+                binance.on_diff(event, clock)
+            elif isinstance(event, BookTicker):
+                binance.on_ticker(event)
+            elif isinstance(event, DepthSnapshot):
+                binance.on_snapshot(event, clock)
+        elif isinstance(event, BookSnapshot | BookDelta) and event.exchange in books:
+            level_book = books[event.exchange]
+            if level_book is book:
+                advance(event.ts_ns)
+                t = clock
+            else:
+                t = _clamp(event.ts_ns, start, end)
+            if isinstance(event, BookSnapshot):
+                level_book.on_snapshot(event, t)
+            else:
+                level_book.on_delta(event, t)
     if current == 0:
         close_window(0, windows[0].end_ns)
         open_window(1, windows[1].start_ns)
     close_window(1, windows[1].end_ns)
     frames = (windows[0].finish(), windows[1].finish())
     book.window = None
-    book.trim()
-    minute_counts = {k: book.counts.get(k, 0) for k in COUNTERS}
+    binance.trim()
+    minute_counts = {k: binance.counts.get(k, 0) for k in COUNTERS}
     totals.update(minute_counts)
-    stats = _stats_body(book, minute_counts, {k: totals.get(k, 0) for k in COUNTERS}, frames)
-    new_state = {
+    stats = _stats_body(binance, minute_counts, {k: totals.get(k, 0) for k in COUNTERS}, frames)
+    stats["frame_source"] = source
+    stats["books"] = {name: _level_book_stats(level_book) for name, level_book in books.items()}
+    new_state: dict[str, Any] = {
         "version": STATE_VERSION,
-        EXCHANGE: book.to_state(),
+        EXCHANGE: binance.to_state(),
         "totals": {k: totals.get(k, 0) for k in COUNTERS},
     }
-    return new_state, OrderbookOutputs(frames, stats, (start, start + WINDOW_NS))
+    for name, level_book in books.items():
+        new_state[name] = level_book.to_state()
+    return new_state, OrderbookOutputs(frames, stats, (start, start + WINDOW_NS), source)
+
+
+def _level_book_stats(book: LevelBook) -> dict[str, Any]:
+    """A Bybit/OKX book's part of the stats (call once, at the minute's end: adds to the totals)."""
+    minute = book.end_minute()
+    synced = book.status == "synced"
+    bid, ask = book.best_bid(), book.best_ask()
+    return {
+        "exchange": book.EXCHANGE,
+        "status": book.status,
+        "synced": synced,
+        "stream_depth": book.depth,
+        "last_update_id": book.last_id if synced else None,
+        "last_seq": book.last_seq if synced else None,
+        "depth": {
+            "bid_levels": len(book.bids) if synced else 0,
+            "ask_levels": len(book.asks) if synced else 0,
+            "best_bid": decimal_text(bid) if synced and bid is not None else None,
+            "best_ask": decimal_text(ask) if synced and ask is not None else None,
+        },
+        "this_minute": minute,
+        "totals": {k: book.totals.get(k, 0) for k in book.COUNTERS},
+    }
 
 
 def _stats_body(
@@ -177,10 +267,13 @@ __all__ = [
     "COUNTERS",
     "ENGINE_VERSION",
     "EXCHANGE",
+    "LEVEL_BOOKS",
     "MAX_BUFFERED_DIFFS",
     "SOURCE_CODE",
     "STALE_NS",
     "BinanceBook",
+    "BybitBook",
+    "OkxBook",
     "OrderbookOutputs",
     "step_orderbook",
 ]

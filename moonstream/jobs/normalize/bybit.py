@@ -338,7 +338,10 @@ _WS: dict[str, _JsonParser] = {
     "ws:orderbook": _one(parse_orderbook),
 }
 
-CHANNELS: frozenset[str] = frozenset(_WS)
+# ws:op: the exchange's replies to our own subscribe and ping messages (acks, pongs): nothing to normalize.
+_IGNORED = frozenset({"ws:op"})
+
+CHANNELS: frozenset[str] = frozenset({*_WS, *_IGNORED})
 """Every channel tag :func:`normalize` knows, besides ``conn:*``."""
 
 
@@ -349,6 +352,8 @@ def _dispatch(record: RawRecord, symbol: str) -> list[Event]:
         return list(parser(_decode(record.payload), symbol, record.recv_ns))
     if channel.startswith("conn:"):
         return [dataclasses.replace(_binance_connection(record, symbol), exchange=EXCHANGE)]
+    if channel in _IGNORED:
+        return []
     raise UnknownChannel(f"unknown channel {_short(channel)}")
 
 

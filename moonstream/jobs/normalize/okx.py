@@ -343,7 +343,16 @@ def parse_books(msg: Any, symbol: str, recv_ns: int, channel: str) -> list[BookS
     ``depth`` is 400 for ``books``, 5 for ``books5``. Level sizes (contracts) × ctVal, with
     ``contract_value`` set to ctVal so contracts = ``qty / contract_value`` exactly. An update
     with ``prevSeqId == seqId`` and no levels is OKX's keep-alive and passes through unchanged.
+    ``bid_texts``/``ask_texts`` keep every level's ``(price, size)`` strings exactly as sent (size
+    in contracts): the order-book engine computes OKX's checksum on them.
     """
+
+    def _texts(raw: list[Any]) -> tuple[tuple[str, str], ...] | None:
+        """The levels' ``(price, size)`` strings as sent (validated by ``_book_levels``), or None
+        when one of them is not a JSON string."""
+        texts = tuple((level[0], level[1]) for level in raw)
+        return texts if all(type(p) is str and type(q) is str for p, q in texts) else None
+
     rows = _message(msg, channel, symbol)
     depth = BOOK_DEPTHS[channel]
     action = msg.get("action", "snapshot")
@@ -360,6 +369,9 @@ def parse_books(msg: Any, symbol: str, recv_ns: int, channel: str) -> list[BookS
         update_id = _int(row["seqId"], "seqId")
         bids = _book_levels(row["bids"], "bids", ct_val)
         asks = _book_levels(row["asks"], "asks", ct_val)
+        # OKX's checksum is computed on its own strings: keep them when they are strings.
+        bid_texts = _texts(row["bids"])
+        ask_texts = _texts(row["asks"])
         if action == "snapshot":
             out.append(
                 BookSnapshot(
@@ -374,6 +386,8 @@ def parse_books(msg: Any, symbol: str, recv_ns: int, channel: str) -> list[BookS
                     contract_value=ct_val,
                     bids=bids,
                     asks=asks,
+                    bid_texts=bid_texts,
+                    ask_texts=ask_texts,
                 )
             )
         else:
@@ -391,6 +405,8 @@ def parse_books(msg: Any, symbol: str, recv_ns: int, channel: str) -> list[BookS
                     contract_value=ct_val,
                     bids=bids,
                     asks=asks,
+                    bid_texts=bid_texts,
+                    ask_texts=ask_texts,
                 )
             )
     return out
@@ -440,7 +456,8 @@ _PARSERS: dict[str, _JsonParser] = {
     "ws:books5": _book_parser("books5"),
     "rest:oi": parse_rest_open_interest,
 }
-_IGNORED = frozenset({"ws:tickers"})  # last price and best bid/ask, no sequence id: not used
+# tickers: last price and best bid/ask with no sequence id, not used; pong: the collector's keepalive reply.
+_IGNORED = frozenset({"ws:tickers", "ws:pong"})
 
 CHANNELS: frozenset[str] = frozenset({*_PARSERS, *_IGNORED, "ws:event"})
 """Every channel tag :func:`normalize` knows, besides ``conn:*``."""
