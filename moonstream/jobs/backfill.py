@@ -1,8 +1,10 @@
 """Backfill: the minute job over a range of stored minute files, resumable after a kill.
 
-A minute counts as done when its state checkpoint exists (written by the same engine versions) and
-every product's immutable version is on the site: state is saved only after publishing, so a kill
-at any point leaves the range resumable, and a re-run rewrites identical bytes or nothing at all.
+A cold start (no checkpoint before the range) first warms the engines up, without publishing, from
+the nearest earlier minute with an order-book snapshot. A minute counts as done when its state
+checkpoint exists (written by the same engine versions) and its product versions are on the site:
+state is saved only after publishing, so a kill at any point leaves the range resumable, and a
+re-run rewrites identical bytes or nothing at all.
 Symbols are independent: with ``workers > 1`` each symbol runs in its own process.
 """
 
@@ -21,7 +23,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from moonstream.collector.rawfile import list_raw_minutes
+from moonstream.collector.rawfile import ReadReport, list_raw_minutes, read_minute
 from moonstream.jobs.config import JobConfig
 from moonstream.jobs.minute import ENGINE_VERSIONS, JobContext, run_minute
 from moonstream.jobs.state import SymbolState, checkpoint_key, load_state_before, read_checkpoint
@@ -29,6 +31,10 @@ from moonstream.publish.site import publish_static_assets
 from moonstream.timeutil import iso_minute
 
 logger = logging.getLogger(__name__)
+
+#: How far before its first minute a cold-started backfill looks for an order-book snapshot to warm
+#: up from (the collector fetches one at connect and hourly).
+WARMUP_LOOKBACK_MINUTES = 90
 
 
 @dataclass
@@ -102,7 +108,33 @@ def _starting_state(ctx: JobContext, symbol: str, first: int, last: int) -> tupl
         state = read_checkpoint(ctx.data, symbol, done, ENGINE_VERSIONS)
         if state is not None:
             return done + 1, state, done - first + 1
-    return first, load_state_before(ctx.data, symbol, first, ENGINE_VERSIONS), 0
+    state = load_state_before(ctx.data, symbol, first, ENGINE_VERSIONS)
+    if state.minute is None:
+        state = _warm_up(ctx, symbol, first, state)
+    return first, state, 0
+
+
+def snapshot_minute_before(ctx: JobContext, symbol: str, first: int) -> int | None:
+    """The newest minute in the look-back before ``first`` whose raw files hold an order-book
+    snapshot (``rest:depth``), or None."""
+    for minute in range(first - 1, first - 1 - WARMUP_LOOKBACK_MINUTES, -1):
+        if any(r.channel == "rest:depth" for r in read_minute(ctx.data, symbol, minute, report=ReadReport())):
+            return minute
+    return None
+
+
+def _warm_up(ctx: JobContext, symbol: str, first: int, state: SymbolState) -> SymbolState:
+    """A cold start: step the engines, without publishing, from the nearest earlier order-book
+    snapshot, so the book is there at ``first`` (never invented: without one it starts empty)."""
+    start = snapshot_minute_before(ctx, symbol, first)
+    if start is None:
+        return state
+    logger.info(
+        "%s: warming up from the snapshot in %s (%d minutes)", symbol, iso_minute(start), first - start
+    )
+    for minute in range(start, first):
+        state, _ = run_minute(ctx, symbol, minute, state=state, publish=False)
+    return state
 
 
 def plan_backfill(ctx: JobContext, symbols: Sequence[str], first: int, last: int) -> list[SymbolPlan]:

@@ -25,8 +25,10 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from moonstream.collector.rawfile import list_raw_files
+from moonstream.jobs.collector_status import read_collector_status
 from moonstream.jobs.minute import ENGINE_VERSIONS, JobContext, MinuteResult, run_minute
 from moonstream.jobs.state import SymbolState, fresh_state, read_checkpoint, read_head_minute
+from moonstream.publish.site import publish_collector_health
 from moonstream.timeutil import NS_PER_SECOND, iso_minute, minute_of, minute_start_ns
 
 logger = logging.getLogger(__name__)
@@ -46,9 +48,15 @@ class ScheduleConfig:
     late_wait_seconds: float = 20.0
     max_catchup_minutes: int = 120
     warmup_minutes: int = 15
+    health_interval_seconds: float = 5.0
 
     def __post_init__(self) -> None:
-        if self.tick_seconds <= 0 or self.minute_delay_seconds < 0 or self.late_wait_seconds < 0:
+        if (
+            self.tick_seconds <= 0
+            or self.minute_delay_seconds < 0
+            or self.late_wait_seconds < 0
+            or (self.health_interval_seconds <= 0)
+        ):
             raise ValueError("schedule times must be positive")
         if self.max_catchup_minutes < 1 or self.warmup_minutes < 0:
             raise ValueError("max_catchup_minutes must be >= 1 and warmup_minutes >= 0")
@@ -170,7 +178,7 @@ class MinuteScheduler:
     def __init__(self, ctx: JobContext, config: ScheduleConfig, clock: Clock = time.time_ns) -> None:
         self.runners = {s: SymbolRunner(ctx, s, config, clock) for s in ctx.config.symbols}
         self._scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(max_workers=max(1, len(self.runners)))},
+            executors={"default": ThreadPoolExecutor(max_workers=len(self.runners) + 1)},  # + health
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
             timezone="UTC",
         )
@@ -183,6 +191,23 @@ class MinuteScheduler:
                 name=f"minute {symbol}",
                 next_run_time=datetime.now(tz=UTC),  # first tick at start, not one interval later
             )
+
+        self._ctx = ctx
+        self._scheduler.add_job(
+            self.publish_health,
+            "interval",
+            seconds=config.health_interval_seconds,
+            id="health",
+            name="collector health",
+            next_run_time=datetime.now(tz=UTC),
+        )
+
+    def publish_health(self) -> None:
+        """Copy the collectors' connection state into health.json (between minute jobs too)."""
+        try:
+            publish_collector_health(self._ctx.site, self._ctx.layout, read_collector_status(self._ctx.data))
+        except Exception:
+            logger.exception("publishing collector health failed; will retry")
 
     def start(self) -> None:
         self._scheduler.start()

@@ -107,6 +107,28 @@ def _health_merge(
     return merge
 
 
+def publish_collector_health(store: Store, layout: SiteLayout, collectors: Mapping[str, Any]) -> bool:
+    """Replace ``health.json``'s ``collectors`` (the live connection state) and keep the rest; called
+    every few seconds, so a terminal sees a disconnect without waiting for the next minute. Returns
+    whether health.json changed."""
+
+    def merge(current: Any | None) -> Any | None:
+        health: dict[str, Any] = dict(current) if isinstance(current, dict) else {}
+        if health.get("collectors") == collectors:
+            return None
+        stamps = [str(c.get("generated_at")) for c in collectors.values() if c.get("generated_at")]
+        return {
+            "schema_version": HEALTH_SCHEMA_VERSION,
+            "generated_at": health.get("generated_at") or (max(stamps) if stamps else ""),
+            "collectors": dict(collectors),
+            "symbols": health.get("symbols", {}),
+        }
+
+    pub = Publication(store, layout)
+    pub.update_pointer_json(layout.health_key(), merge)
+    return pub.commit().pointers_written > 0
+
+
 def add_minute_documents(
     pub: Publication,
     layout: SiteLayout,
