@@ -16,11 +16,8 @@ Side conventions (Binance USDⓈ-M docs):
 from __future__ import annotations
 
 import functools
-import importlib
-import json
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from moonstream.collector.rawfile import RawRecord
 from moonstream.jobs.events import (
@@ -29,7 +26,6 @@ from moonstream.jobs.events import (
     DepthSnapshot,
     DepthUpdate,
     Event,
-    Level,
     LiquidatedSide,
     Liquidation,
     LongShortRatio,
@@ -46,59 +42,33 @@ from moonstream.jobs.normalize import (
     SymbolMismatch,
     UnknownChannel,
 )
+from moonstream.jobs.normalize.fields import (
+    NS_PER_MS,
+    connection_event,
+    decode_json as _decode,
+    finite as _finite,
+    integer as _int,
+    levels as _levels,
+    ms as _ms,
+    obj as _obj,
+    parser as _parser,
+    price as _price,
+    qty as _qty,
+    short as _short,
+)
 from moonstream.symbols import Exchange, exchange_instrument
 
 EXCHANGE: str = Exchange.BINANCE.value
 
-_NS_PER_MS = 1_000_000
-_ZERO = Decimal(0)
-_INF = Decimal("Infinity")
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def _stdlib_loads(payload: bytes) -> Any:
-    return _DECODER.decode(payload.decode("utf-8"))
-
-
-_DECODER = json.JSONDecoder(parse_float=Decimal)  # exact if a number ever arrives unquoted
-try:  # orjson when installed (not a dependency); numbers it returns as float go through repr()
-    _loads: Callable[[bytes], Any] = importlib.import_module("orjson").loads
-except ImportError:
-    _loads = _stdlib_loads
+_NS_PER_MS = NS_PER_MS
 
 
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 24 else text[:21] + "..."
-
-
-def _parser(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Turn a missing dict key inside a parser into :class:`MalformedMessage`."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return fn(*args, **kwargs)
-        except KeyError as exc:
-            raise MalformedMessage(f"missing field {_short(exc.args[0] if exc.args else None)}") from None
-
-    return wrapper
-
-
 @functools.lru_cache(maxsize=256)
 def _instrument(symbol: str) -> str:
     return exchange_instrument(Exchange.BINANCE, symbol)
-
-
-def _obj(value: object, name: str) -> dict[str, Any]:
-    if type(value) is not dict:
-        raise MalformedMessage(f"{name} is not a JSON object")
-    return value
 
 
 def _event(msg: object, expected: str) -> dict[str, Any]:
@@ -115,90 +85,6 @@ def _event(msg: object, expected: str) -> dict[str, Any]:
 def _check_symbol(value: object, symbol: str) -> None:
     if value != _instrument(symbol):
         raise SymbolMismatch(f"symbol {_short(value)}, expected {_instrument(symbol)!r}")
-
-
-def _num(value: object, name: str) -> Decimal:
-    kind = type(value)
-    if kind is str:
-        try:
-            return Decimal(value)  # type: ignore[arg-type]
-        except InvalidOperation:
-            raise InvalidValue(f"{name}={_short(value)} is not a number") from None
-    if kind is Decimal:
-        return value  # type: ignore[return-value]
-    if kind is int:
-        return Decimal(value)  # type: ignore[arg-type]
-    if kind is float:
-        return Decimal(repr(value))
-    raise MalformedMessage(f"{name} has JSON type {kind.__name__}")
-
-
-def _price(value: object, name: str) -> Decimal:
-    """A finite number > 0."""
-    number = _num(value, name)
-    if not number.is_finite() or number <= _ZERO:
-        raise InvalidValue(f"{name}={_short(value)} is not a positive finite price")
-    return number
-
-
-def _qty(value: object, name: str, *, allow_zero: bool = True) -> Decimal:
-    """A finite number >= 0 (> 0 unless ``allow_zero``)."""
-    number = _num(value, name)
-    if not number.is_finite() or number < _ZERO or (not allow_zero and number == _ZERO):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise InvalidValue(f"{name}={_short(value)} is not a finite number {bound}")
-    return number
-
-
-def _finite(value: object, name: str) -> Decimal:
-    number = _num(value, name)
-    if not number.is_finite():
-        raise InvalidValue(f"{name}={_short(value)} is not finite")
-    return number
-
-
-def _int(value: object, name: str) -> int:
-    """A non-negative integer (a JSON integer, or a string of digits as some REST rows send)."""
-    if type(value) is int:
-        if value < 0:
-            raise InvalidValue(f"{name}={_short(value)} is negative")
-        return value
-    if isinstance(value, str):
-        if value.isdigit() and value.isascii():
-            return int(value)
-        raise InvalidValue(f"{name}={_short(value)} is not an integer")
-    raise MalformedMessage(f"{name} has JSON type {type(value).__name__}")
-
-
-def _ms(value: object, name: str) -> int:
-    return _int(value, name) * _NS_PER_MS
-
-
-def _levels(raw: object, name: str) -> tuple[Level, ...]:
-    """``[["price", "qty"], ...]`` -> ((Decimal, Decimal), ...); price > 0, qty >= 0 (0 deletes)."""
-    if type(raw) is not list:
-        raise MalformedMessage(f"{name} is not a list")
-    out: list[Level] = []
-    append = out.append
-    dec = Decimal
-    zero = _ZERO
-    inf = _INF
-    try:
-        for price, qty in raw:
-            if type(price) is str and type(qty) is str:
-                p = dec(price)
-                q = dec(qty)
-            else:
-                p = _num(price, name)
-                q = _num(qty, name)
-            if not (zero < p < inf and zero <= q < inf):  # NaN raises InvalidOperation here
-                raise InvalidValue(f"{name} level [{_short(price)}, {_short(qty)}] out of range")
-            append((p, q))
-    except (ValueError, TypeError):
-        raise MalformedMessage(f"{name}: a level is not a [price, qty] pair") from None
-    except InvalidOperation:
-        raise InvalidValue(f"{name}: a level holds a non-number") from None
-    return tuple(out)
 
 
 def _rest_body(msg: object) -> None:
@@ -564,30 +450,6 @@ def parse_agg_trade_csv(line: str, symbol: str, recv_ns: int) -> Trade:
 # --- connection events ---------------------------------------------------------------------------
 
 
-def parse_connection(record: RawRecord, symbol: str) -> ConnectionEvent:
-    """``conn:open`` / ``conn:close`` / ``conn:gap`` / ``conn:*``: the collector's own line.
-
-    ``detail`` is the payload's JSON object, ``{"text": ...}`` (first 200 characters) for anything
-    else, ``{}`` for an empty payload.
-    """
-    text = record.payload.decode("utf-8", errors="replace").strip()
-    detail: dict[str, Any] = {}
-    if text:
-        try:
-            parsed = _loads(record.payload)
-        except ValueError:
-            parsed = None
-        detail = parsed if type(parsed) is dict else {"text": text[:200]}
-    return ConnectionEvent(
-        exchange=EXCHANGE,
-        symbol=symbol,
-        recv_ns=record.recv_ns,
-        kind=record.channel.partition(":")[2],
-        detail=detail,
-        collector=record.collector,
-    )
-
-
 # --- dispatch ------------------------------------------------------------------------------------
 
 _JsonParser = Callable[[Any, str, int], Event]
@@ -615,11 +477,9 @@ CHANNELS: frozenset[str] = frozenset(
 """Every channel tag :func:`normalize` knows, besides ``conn:*``."""
 
 
-def _decode(payload: bytes) -> Any:
-    try:
-        return _loads(payload)
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-        raise MalformedMessage(f"not JSON ({type(exc).__name__})") from None
+def parse_connection(record: RawRecord, symbol: str) -> ConnectionEvent:
+    """``conn:open`` / ``conn:close`` / ``conn:gap`` / ``conn:*``: the collector's own line."""
+    return connection_event(record, symbol, EXCHANGE)
 
 
 def _dispatch(record: RawRecord, symbol: str) -> list[Event]:

@@ -19,7 +19,6 @@ Side conventions (Bybit v5 docs, https://bybit-exchange.github.io/docs/v5/websoc
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import Callable, Sequence
 from decimal import Decimal
@@ -44,19 +43,19 @@ from moonstream.jobs.normalize import (
     SymbolMismatch,
     UnknownChannel,
 )
-from moonstream.jobs.normalize.binance import (
-    _decode,
-    _finite,
-    _int,
-    _levels,
-    _ms,
-    _obj,
-    _parser,
-    _price,
-    _qty,
-    _short,
+from moonstream.jobs.normalize.fields import (
+    connection_event,
+    decode_json as _decode,
+    finite as _finite,
+    integer as _int,
+    levels as _levels,
+    ms as _ms,
+    obj as _obj,
+    parser as _parser,
+    price as _price,
+    qty as _qty,
+    short as _short,
 )
-from moonstream.jobs.normalize.binance import parse_connection as _binance_connection
 from moonstream.symbols import Exchange, exchange_instrument
 
 EXCHANGE: str = Exchange.BYBIT.value
@@ -351,7 +350,7 @@ def _dispatch(record: RawRecord, symbol: str) -> list[Event]:
     if parser is not None:
         return list(parser(_decode(record.payload), symbol, record.recv_ns))
     if channel.startswith("conn:"):
-        return [dataclasses.replace(_binance_connection(record, symbol), exchange=EXCHANGE)]
+        return [connection_event(record, symbol, EXCHANGE)]
     if channel in _IGNORED:
         return []
     raise UnknownChannel(f"unknown channel {_short(channel)}")

@@ -24,7 +24,6 @@ Side conventions (OKX v5 docs, https://www.okx.com/docs-v5/en/#public-data-webso
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from decimal import Context, Decimal, InvalidOperation
 from typing import Any
@@ -50,18 +49,18 @@ from moonstream.jobs.normalize import (
     SymbolMismatch,
     UnknownChannel,
 )
-from moonstream.jobs.normalize.binance import (
-    _decode,
-    _int,
-    _ms,
-    _num,
-    _obj,
-    _parser,
-    _price,
-    _qty,
-    _short,
+from moonstream.jobs.normalize.fields import (
+    connection_event,
+    decode_json as _decode,
+    integer as _int,
+    ms as _ms,
+    num as _num,
+    obj as _obj,
+    parser as _parser,
+    price as _price,
+    qty as _qty,
+    short as _short,
 )
-from moonstream.jobs.normalize.binance import parse_connection as _binance_connection
 from moonstream.symbols import Exchange, exchange_instrument
 
 EXCHANGE: str = Exchange.OKX.value
@@ -473,7 +472,7 @@ def _dispatch(record: RawRecord, symbol: str) -> list[Event]:
     if channel == "ws:event":
         return parse_event(_decode(record.payload))
     if channel.startswith("conn:"):
-        return [dataclasses.replace(_binance_connection(record, symbol), exchange=EXCHANGE)]
+        return [connection_event(record, symbol, EXCHANGE)]
     raise UnknownChannel(f"unknown channel {_short(channel)}")
 
 
