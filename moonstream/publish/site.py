@@ -17,8 +17,7 @@ from typing import Any
 
 import jinja2
 
-from moonstream.publish.history import HISTORY_FORMATS, add_history
-from moonstream.publish.history import index_key as history_index_key
+from moonstream.publish.history import HISTORY_FORMATS, add_history, index_key as history_index_key
 from moonstream.publish.layout import API_VERSION, SiteLayout
 from moonstream.publish.publisher import PointerMerge, Publication
 from moonstream.store.base import IMMUTABLE_CACHE_CONTROL, ObjectExists, ObjectMeta, Store

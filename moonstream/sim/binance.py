@@ -37,7 +37,8 @@ from moonstream.sim.params import SimRates, SymbolSpec
 log = logging.getLogger(__name__)
 
 Line = tuple[int, str, str]
-LiquidationSink = Callable[[LiquidationFill, bool], None]
+LiquidationSink = Callable[[LiquidationFill, bool, str], None]
+"""Called once per liquidation when its feed decides: ``(liquidation, pushed by the venue?, venue)``."""
 _NS_PER_MS = 1_000_000
 _SNAPSHOT_LEVELS = 1000
 _FUNDING_MS = 8 * 3600 * 1000
@@ -51,8 +52,12 @@ def fixed(value: int, decimals: int) -> str:
     return f"{text[:-decimals]}.{text[-decimals:]}"
 
 
-class BinanceFeed:
-    """One symbol's Binance connection: formats steps into lines appended to ``self.lines``."""
+class FeedBase:
+    """What every simulated connection shares: its lines, receive latencies and decimal text.
+
+    ``lines`` collects ``(recv_ns, channel, payload)``; WS receive times are event time + latency,
+    strictly increasing along the connection; REST results arrive ``rest_latency_ms`` later.
+    """
 
     def __init__(
         self,
@@ -65,36 +70,14 @@ class BinanceFeed:
         self.rates = rates
         self.rng = rng
         self.on_liquidation = on_liquidation
-        self.instrument = f"{spec.symbol}USDT"
-        low = self.instrument.lower()
-        self._s_agg = f'{{"stream":"{low}@aggTrade","data":{{"e":"aggTrade","E":'
-        self._s_depth = f'{{"stream":"{low}@depth@{rates.step_ms}ms","data":{{"e":"depthUpdate","E":'
-        self._s_book = f'{{"stream":"{low}@bookTicker","data":{{"e":"bookTicker","u":'
-        self._s_mark = f'{{"stream":"{low}@markPrice@1s","data":{{"e":"markPriceUpdate","E":'
-        self._s_force = f'{{"stream":"{low}@forceOrder","data":{{"e":"forceOrder","E":'
-        streams = [name.replace("100ms", f"{rates.step_ms}ms") for name in LIVE_STREAMS]
-        self._streams = "/".join(f"{low}@{name}" for name in streams)
         self.lines: list[Line] = []
         self._last_ws_ns = 0
         self._jitter: list[float] = []
-        self._ids: list[int] = []
-        self.update_id = int(rng.integers(3_000_000_000_000, 4_000_000_000_000))
-        self.agg_id = int(rng.integers(1_000_000_000, 2_000_000_000))
-        self.trade_id = self.agg_id * 2
-        self._window: list[LiquidationFill] = []
-        self.counters = {"forceOrder_sent": 0, "liquidations": 0, "snapshots": 0, "diffs": 0, "trades": 0}
-
-    # -- plumbing -----------------------------------------------------------------------------------
 
     def _rand(self) -> float:
         if not self._jitter:
             self._jitter = self.rng.exponential(1.0, 4096).tolist()
         return self._jitter.pop()
-
-    def _gap(self) -> int:
-        if not self._ids:
-            self._ids = self.rng.integers(1, 400, 4096).tolist()
-        return int(self._ids.pop())
 
     def _ws(self, event_ms: int, channel: str, payload: str) -> None:
         latency = self.rates.ws_latency_ms * (0.5 + 0.5 * self._rand())
@@ -106,11 +89,60 @@ class BinanceFeed:
         latency = self.rates.rest_latency_ms * (0.6 + 0.4 * self._rand())
         self.lines.append((request_ms * _NS_PER_MS + int(latency * _NS_PER_MS), channel, payload))
 
+    def _open(self, t_ms: int, url: str) -> None:
+        """``conn:open`` at ``t_ms``: the connection's first line."""
+        self._last_ws_ns = t_ms * _NS_PER_MS
+        self.lines.append((t_ms * _NS_PER_MS, "conn:open", f'{{"url":"{url}","source":"sim"}}'))
+
     def price_text(self, ticks: int) -> str:
         return fixed(ticks * self.spec.tick_units, self.spec.price_decimals)
 
     def qty_text(self, lots: int) -> str:
         return fixed(lots * self.spec.lot_units, self.spec.qty_decimals)
+
+    def mark_text(self, mid: float, factor: float = 1.0) -> str:
+        """``mid * factor`` with the instrument's price decimals (not rounded to the tick)."""
+        scale = 10**self.spec.price_decimals
+        return fixed(round(mid * factor * scale), self.spec.price_decimals)
+
+    def take_lines(self) -> list[Line]:
+        lines, self.lines = self.lines, []
+        return lines
+
+
+class BinanceFeed(FeedBase):
+    """One symbol's Binance connection: formats steps into lines appended to ``self.lines``."""
+
+    def __init__(
+        self,
+        spec: SymbolSpec,
+        rates: SimRates,
+        rng: np.random.Generator,
+        on_liquidation: LiquidationSink | None = None,
+    ) -> None:
+        super().__init__(spec, rates, rng, on_liquidation)
+        self.instrument = f"{spec.symbol}USDT"
+        low = self.instrument.lower()
+        self._s_agg = f'{{"stream":"{low}@aggTrade","data":{{"e":"aggTrade","E":'
+        self._s_depth = f'{{"stream":"{low}@depth@{rates.step_ms}ms","data":{{"e":"depthUpdate","E":'
+        self._s_book = f'{{"stream":"{low}@bookTicker","data":{{"e":"bookTicker","u":'
+        self._s_mark = f'{{"stream":"{low}@markPrice@1s","data":{{"e":"markPriceUpdate","E":'
+        self._s_force = f'{{"stream":"{low}@forceOrder","data":{{"e":"forceOrder","E":'
+        streams = [name.replace("100ms", f"{rates.step_ms}ms") for name in LIVE_STREAMS]
+        self._streams = "/".join(f"{low}@{name}" for name in streams)
+        self._ids: list[int] = []
+        self.update_id = int(rng.integers(3_000_000_000_000, 4_000_000_000_000))
+        self.agg_id = int(rng.integers(1_000_000_000, 2_000_000_000))
+        self.trade_id = self.agg_id * 2
+        self._window: list[LiquidationFill] = []
+        self.counters = {"forceOrder_sent": 0, "liquidations": 0, "snapshots": 0, "diffs": 0, "trades": 0}
+
+    # -- plumbing -----------------------------------------------------------------------------------
+
+    def _gap(self) -> int:
+        if not self._ids:
+            self._ids = self.rng.integers(1, 400, 4096).tolist()
+        return int(self._ids.pop())
 
     def _levels(self, levels: Any) -> str:
         price, qty = self.price_text, self.qty_text
@@ -120,9 +152,7 @@ class BinanceFeed:
 
     def start(self, t_ms: int) -> None:
         """The connection opens at ``t_ms`` (before the first step)."""
-        url = f"wss://fstream.binance.com/stream?streams={self._streams}"
-        self._last_ws_ns = t_ms * _NS_PER_MS
-        self.lines.append((t_ms * _NS_PER_MS, "conn:open", f'{{"url":"{url}","source":"sim"}}'))
+        self._open(t_ms, f"wss://fstream.binance.com/stream?streams={self._streams}")
 
     def _agg_trade(self, fill: Fill) -> None:
         count = 1 + (fill.lots > 5) + (fill.lots > 50)
@@ -188,12 +218,11 @@ class BinanceFeed:
             f'"r":"0.00010000","T":{next_funding}}}}}',
         )
 
-    def _open_interest(self, t_ms: int, sim: MarketSim) -> None:
+    def _open_interest(self, t_ms: int, oi_lots: int) -> None:
         self._rest(
             t_ms,
             "rest:oi",
-            f'{{"openInterest":"{self.qty_text(sim.open_interest_lots)}","symbol":"{self.instrument}",'
-            f'"time":{t_ms}}}',
+            f'{{"openInterest":"{self.qty_text(oi_lots)}","symbol":"{self.instrument}","time":{t_ms}}}',
         )
 
     def _close_window(self, t_ms: int) -> None:
@@ -215,15 +244,28 @@ class BinanceFeed:
         self.counters["forceOrder_sent"] += 1
         if self.on_liquidation is not None:
             for item in window:
-                self.on_liquidation(item, item is latest)
+                self.on_liquidation(item, item is latest, "binance")
         self._window = []
 
-    def step(self, step: Step, sim: MarketSim) -> None:
-        """Every message of one step, in event-time order."""
-        for fill in step.fills:
+    def step(
+        self,
+        step: Step,
+        sim: MarketSim,
+        fills: list[Fill] | None = None,
+        liquidations: list[LiquidationFill] | None = None,
+        oi_lots: int | None = None,
+    ) -> None:
+        """Every message of one step, in event-time order.
+
+        ``fills``/``liquidations`` are Binance's share of the step's (default: all of them) and
+        ``oi_lots`` its open interest (default: the whole market's).
+        """
+        fills = step.fills if fills is None else fills
+        liquidations = step.liquidations if liquidations is None else liquidations
+        for fill in fills:
             self._agg_trade(fill)
-        self._window.extend(step.liquidations)
-        self.counters["liquidations"] += len(step.liquidations)
+        self._window.extend(liquidations)
+        self.counters["liquidations"] += len(liquidations)
         t = step.t_ms
         if t % 1000 == 0:
             self._close_window(t)
@@ -231,8 +273,4 @@ class BinanceFeed:
         if t % self.rates.mark_price_ms == 0:
             self._mark(t, step.mid)
         if t % self.rates.oi_poll_ms == 0:
-            self._open_interest(t, sim)
-
-    def take_lines(self) -> list[Line]:
-        lines, self.lines = self.lines, []
-        return lines
+            self._open_interest(t, sim.open_interest_lots if oi_lots is None else oi_lots)

@@ -15,7 +15,7 @@ from dataclasses import fields
 
 from moonstream.jobs.config import DEFAULT_DATA_URL
 from moonstream.sim.params import SimRates
-from moonstream.sim.runner import run_simulation
+from moonstream.sim.runner import DEFAULT_EXCHANGES, SimReport, run_simulation
 from moonstream.timeutil import parse_minute
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         log.error("simulate: %s", exc)
         return 2
     symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
-    report = run_simulation(
+    try:
+        report = _run(args, symbols, rates)
+    except ValueError as exc:
+        log.error("simulate: %s", exc)
+        return 2
+    print(json.dumps(report.as_dict(), indent=1, sort_keys=True))
+    return 0
+
+
+def _run(args: argparse.Namespace, symbols: list[str], rates: SimRates) -> SimReport:
+    return run_simulation(
         symbols,
         parse_minute(args.start),
         args.minutes,
@@ -70,9 +80,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         rates,
         run_id=args.run_id,
         workers=args.workers,
+        exchanges=tuple(e.strip().lower() for e in args.exchanges.split(",") if e.strip()),
     )
-    print(json.dumps(report.as_dict(), indent=1, sort_keys=True))
-    return 0
 
 
 def add_simulate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -85,6 +94,12 @@ def add_simulate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     p.add_argument("--minutes", type=int, required=True, help="how many minutes to simulate")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
     p.add_argument("--data", dest="data_url", help=f"data store URL (default {DEFAULT_DATA_URL})")
+    p.add_argument(
+        "--exchanges",
+        default=",".join(DEFAULT_EXCHANGES),
+        help="venues sharing the market, comma-separated (default binance,bybit,okx; "
+        "their shares: --rate share_bybit=0.3 ...)",
+    )
     p.add_argument("--run-id", help="ground-truth folder name (default from start, minutes and seed)")
     p.add_argument("--workers", type=int, help="processes (default: one per symbol up to the CPU count)")
     p.add_argument(

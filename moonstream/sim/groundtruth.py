@@ -7,13 +7,15 @@ Stored in the data store beside the raw files, one zstd JSONL object per symbol 
 
 Each line is one JSON object with a ``type`` (docs/simulator.md lists every field):
 
-* ``open``  - a position opened: ``id, t, side, lev, entry, qty, liq`` (``liq`` the exact
-  liquidation price as a float, ``entry``/``qty`` exchange decimal text);
+* ``open``  - a position opened: ``id, t, side, lev, entry, qty, liq, venue`` (``liq`` the exact
+  liquidation price as a float, ``entry``/``qty`` exchange decimal text, ``venue`` its exchange);
 * ``close`` - closed voluntarily: ``id, t, price``;
-* ``liq``   - liquidated: ``id, t, side, lev, entry, qty, liq, price`` (fill), ``low``/``high`` (the
-  step's mid range, which crossed ``liq``), ``sent`` (true if Binance's 1-per-second snapshot stream
-  carried it);
-* ``minute`` - at each minute's end: ``minute, close, oi`` and ``mix`` = per side, per leverage,
+* ``liq``   - liquidated: ``id, t, side, lev, entry, qty, liq, price`` (fill), ``bk`` (bankruptcy
+  price, what Bybit and OKX publish), ``low``/``high`` (the step's mid range, which crossed ``liq``),
+  ``venue``, ``sent`` (true if the venue's stream carried it: Binance's 1-per-second snapshot, every
+  Bybit one, OKX's first of each second);
+* ``minute`` - at each minute's end: ``minute, close, oi`` (all venues), ``oi_by_venue`` and
+  ``mix`` = per side, per leverage,
   ``[count, qty, usd_at_entry]`` of the open simulated positions, and ``opened`` = the same for
   positions opened in that minute.
 

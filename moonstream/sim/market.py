@@ -60,6 +60,16 @@ def liquidation_price(side: int, entry: float, leverage: int) -> float:
     return entry * (1.0 + 1.0 / leverage - mmr)
 
 
+def bankruptcy_price(side: int, entry: float, leverage: int) -> float:
+    """Where the position's margin is gone: long ``entry * (1 - 1/lev)``, short ``entry * (1 + 1/lev)``.
+
+    Bybit's ``allLiquidation`` ``p`` and OKX's ``bkPx`` publish this price (not the fill price).
+    """
+    if side == LONG:
+        return entry * (1.0 - 1.0 / leverage)
+    return entry * (1.0 + 1.0 / leverage)
+
+
 @dataclass(slots=True)
 class Position:
     """One simulated trader's position."""
@@ -71,6 +81,7 @@ class Position:
     lots: int
     liq: float
     open_ms: int
+    venue: str = "binance"  # set by the runner when the position opens (runner.VenueDraw)
 
 
 @dataclass(slots=True)
@@ -87,12 +98,14 @@ class Fill:
 
 @dataclass(slots=True)
 class LiquidationFill:
-    """A liquidation as it happened: the fill plus the step's price range (for the ground truth)."""
+    """A liquidation as it happened: the fill plus the step's price range (for the ground truth) and
+    the bankruptcy price in ticks (at or beyond it: floor for a long, ceil for a short)."""
 
     fill: Fill
     position: Position
     low: float
     high: float
+    bk_ticks: int = 0
 
 
 @dataclass(slots=True)
@@ -327,7 +340,8 @@ class MarketSim:
                 ticks = self._fill_ticks(pos.liq, is_long)
                 fill = Fill(t, ticks, pos.lots, not is_long, "liq", pos)
                 fills.append(fill)
-                out.append(LiquidationFill(fill, pos, low, high))
+                bk = bankruptcy_price(pos.side, self.price_of(pos.entry_ticks), pos.leverage)
+                out.append(LiquidationFill(fill, pos, low, high, self._fill_ticks(bk, is_long)))
         out.sort(key=lambda item: (item.fill.t_ms, item.position.pid))
         return out
 

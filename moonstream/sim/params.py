@@ -15,6 +15,8 @@ ETH_LADDER_TIERS: tuple[int, ...] = (5, 10, 20, 25, 50, 75, 100, 125)
 SOL_LADDER_TIERS: tuple[int, ...] = (5, 10, 20, 25, 50, 75)
 DEFAULT_LADDER_TIERS: tuple[int, ...] = (5, 10, 20, 50, 75, 100)
 _BTC_WEIGHT = dict(zip(BTC_LADDER_TIERS, BTC_LADDER_WEIGHTS, strict=True))
+VENUES: tuple[str, ...] = ("binance", "bybit", "okx")
+"""The simulated exchanges, in the order their shares are drawn (``SimRates.share_*``)."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,9 @@ class SimRates:
 
     ``step_ms`` is the depth-diff interval (``depth@100ms``); every other interval must be a
     multiple of it. ``leverage_weights`` maps leverage -> weight (missing tiers weigh 0); None
-    means the spec's BTC ladder weights.
+    means the spec's BTC ladder weights. ``share_*`` are the venues' shares of positions and noise
+    trades (normalized over the run's venues); ``bybit_tickers_ms`` / ``okx_oi_ms`` the cadence of
+    Bybit's tickers deltas and OKX's open-interest pushes.
     """
 
     step_ms: int = 100
@@ -97,6 +101,11 @@ class SimRates:
     rest_latency_ms: float = 180.0
     long_share: float = 0.5
     leverage_weights: dict[int, float] | None = field(default=None)
+    share_binance: float = 0.5
+    share_bybit: float = 0.3
+    share_okx: float = 0.2
+    bybit_tickers_ms: int = 1000
+    okx_oi_ms: int = 3000
 
     def __post_init__(self) -> None:
         for spec in fields(self):  # 20 and 20.0 must give the same run manifest
@@ -108,11 +117,22 @@ class SimRates:
             value = getattr(self, name)
             if value <= 0 or value % 1000:
                 raise ValueError(f"{name} must be a positive multiple of 1000, got {value}")
+        for name in ("bybit_tickers_ms", "okx_oi_ms"):
+            value = getattr(self, name)
+            if value <= 0 or value % self.step_ms:
+                raise ValueError(f"{name} must be a positive multiple of step_ms, got {value}")
         if self.snapshot_every_minutes <= 0:
             raise ValueError("snapshot_every_minutes must be positive")
         if not 0.0 <= self.long_share <= 1.0:
             raise ValueError("long_share must be within [0, 1]")
-        for name in ("trades_per_sec", "opens_per_sec", "cascades_per_day", "depth_churn", "impact"):
+        for name in (
+            "trades_per_sec",
+            "opens_per_sec",
+            "cascades_per_day",
+            "depth_churn",
+            "impact",
+            *(f"share_{venue}" for venue in VENUES),
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
         if self.mean_hold_minutes <= 0 or self.book_levels < 10:
@@ -125,3 +145,11 @@ class SimRates:
         if any(w < 0 for w in weights) or sum(weights) <= 0:
             raise ValueError(f"leverage weights for {spec.symbol} must be >= 0 and not all 0")
         return weights
+
+    def venue_shares(self, venues: tuple[str, ...]) -> dict[str, float]:
+        """``share_*`` of the given venues, normalized to sum 1; ValueError if they are all 0."""
+        raw = {venue: float(getattr(self, f"share_{venue}")) for venue in venues}
+        total = sum(raw.values())
+        if total <= 0:
+            raise ValueError(f"the shares of {', '.join(venues)} are all 0")
+        return {venue: value / total for venue, value in raw.items()}

@@ -534,8 +534,7 @@ def test_dedup_keys() -> None:
 
 def test_replies_to_our_own_requests_are_not_errors() -> None:
     from moonstream.collector.rawfile import RawRecord
-    from moonstream.jobs.normalize import bybit as bybit_module
-    from moonstream.jobs.normalize import okx as okx_module
+    from moonstream.jobs.normalize import bybit as bybit_module, okx as okx_module
 
     pong = b'{"success":true,"ret_msg":"pong","conn_id":"x","op":"ping"}'
     assert bybit_module.normalize(RawRecord(1, "ws:op", pong, "bybit", "c1"), "BTC") == []

@@ -14,14 +14,15 @@ from typing import Any
 import pytest
 
 from moonstream.collector.rawfile import RawRecord, iter_minutes
-from moonstream.jobs.events import BookTicker, DepthSnapshot, DepthUpdate
+from moonstream.jobs.events import BookTicker, DepthSnapshot, DepthUpdate, Liquidation, OpenInterest
 from moonstream.jobs.normalize import NormalizeStats, normalize_records
 from moonstream.sim import SimRates, run_simulation, symbol_spec
 from moonstream.sim.binance import fixed
 from moonstream.sim.cli import add_simulate_parser, rates_from_args
 from moonstream.sim.groundtruth import read_groundtruth
 from moonstream.sim.market import LONG, SHORT, liquidation_price
-from moonstream.sim.params import BTC_LADDER_TIERS, BTC_LADDER_WEIGHTS
+from moonstream.sim.okx import contract_value
+from moonstream.sim.params import BTC_LADDER_TIERS, BTC_LADDER_WEIGHTS, VENUES
 from moonstream.sim.runner import SimReport
 from moonstream.store import LocalStore, open_store
 from moonstream.timeutil import parse_minute
@@ -35,7 +36,7 @@ BUSY = SimRates(cascades_per_day=1440, opens_per_sec=20, mean_hold_minutes=30)
 
 
 def _run(url: str, seed: int = SEED, rates: SimRates = BUSY, minutes: int = MINUTES) -> SimReport:
-    return run_simulation(list(SYMBOLS), START, minutes, seed, url, rates, workers=1)
+    return run_simulation(list(SYMBOLS), START, minutes, seed, url, rates, workers=1, exchanges=VENUES)
 
 
 @pytest.fixture(scope="module")
@@ -44,24 +45,38 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SimReport]:
     return root, _run(str(root))
 
 
-def _records(root: Path, symbol: str) -> list[RawRecord]:
+def _records(root: Path, symbol: str, exchange: str | None = None) -> list[RawRecord]:
     out: list[RawRecord] = []
     for _, records in iter_minutes(LocalStore(root), symbol, START, START + MINUTES - 1):
-        out.extend(records)
+        out.extend(r for r in records if exchange is None or r.exchange == exchange)
     return out
 
 
-def _payloads(root: Path, symbol: str, channel: str) -> list[tuple[int, dict[str, Any]]]:
+def _payloads(
+    root: Path, symbol: str, channel: str, exchange: str = "binance"
+) -> list[tuple[int, dict[str, Any]]]:
     out = []
-    for record in _records(root, symbol):
+    for record in _records(root, symbol, exchange):
         if record.channel == channel:
             message = json.loads(record.payload)
             out.append((record.recv_ns, message.get("data", message)))
     return out
 
 
-def _truth(root: Path, report: SimReport, symbol: str, kind: str) -> list[dict[str, Any]]:
-    return [r for r in read_groundtruth(open_store(str(root)), report.run_id, symbol) if r["type"] == kind]
+def _messages(root: Path, symbol: str, channel: str, exchange: str) -> list[dict[str, Any]]:
+    """Whole decoded messages of one channel of one exchange."""
+    return [json.loads(r.payload) for r in _records(root, symbol, exchange) if r.channel == channel]
+
+
+def _truth(
+    root: Path, report: SimReport, symbol: str, kind: str, venue: str | None = "binance"
+) -> list[dict[str, Any]]:
+    """Ground-truth records of one type; ``open``/``liq`` of one venue (None: every venue)."""
+    return [
+        r
+        for r in read_groundtruth(open_store(str(root)), report.run_id, symbol)
+        if r["type"] == kind and (venue is None or r.get("venue", venue) == venue)
+    ]
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -144,10 +159,10 @@ def test_other_seed_gives_other_files(tmp_path: Path) -> None:
 def test_every_record_normalizes_without_error(sim: tuple[Path, SimReport], symbol: str) -> None:
     root, report = sim
     stats = NormalizeStats()
-    normalize_records(_records(root, symbol), symbol, stats)
+    normalize_records(_records(root, symbol, "binance"), symbol, stats)
     assert stats.errors == Counter()
     assert stats.duplicates == 0
-    assert stats.records == report.symbols[symbol].lines
+    assert stats.records == report.symbols[symbol].venues["binance"]["lines"]
     for kind in ("Trade", "DepthUpdate", "DepthSnapshot", "BookTicker", "MarkPrice", "OpenInterest"):
         assert stats.events[kind] > 0, kind
     pushed = report.symbols[symbol].force_orders_sent  # the last may be received after the end
@@ -221,6 +236,7 @@ def test_force_orders_capped_at_one_per_second_while_truth_has_more(
     root, report = sim
     stream = _payloads(root, symbol, "ws:forceOrder")
     truth = _truth(root, report, symbol, "liq")
+    assert truth and len(truth) < len(_truth(root, report, symbol, "liq", None))  # other venues too
     per_push_second = Counter(data["E"] // 1000 for _, data in stream)
     per_liq_second = Counter(data["o"]["T"] // 1000 for _, data in stream)
     assert max(per_push_second.values()) == 1
@@ -278,9 +294,11 @@ def test_open_interest_follows_opens_closes_and_liquidations(
     root, report = sim
     polls = [(d["time"], Decimal(d["openInterest"])) for _, d in _payloads(root, symbol, "rest:oi")]
     records = list(read_groundtruth(open_store(str(root)), report.run_id, symbol))
-    qty_of = {r["id"]: Decimal(r["qty"]) for r in records if r["type"] == "open"}
+    qty_of = {r["id"]: Decimal(r["qty"]) for r in records if r["type"] == "open" and r["venue"] == "binance"}
     change: dict[int, Decimal] = defaultdict(Decimal)  # per 10 s poll interval
     for r in records:
+        if r.get("id") not in qty_of:
+            continue
         if r["type"] == "open":
             change[r["t"] // 10_000] += qty_of[r["id"]]
         elif r["type"] in ("close", "liq"):
@@ -289,7 +307,7 @@ def test_open_interest_follows_opens_closes_and_liquidations(
     for (t0, oi0), (t1, oi1) in itertools.pairwise(polls):
         assert t1 - t0 == 10_000
         assert oi1 - oi0 == change[t0 // 10_000]
-    minute_oi = {r["t"]: Decimal(r["oi"]) for r in records if r["type"] == "minute"}
+    minute_oi = {r["t"]: Decimal(r["oi_by_venue"]["binance"]) for r in records if r["type"] == "minute"}
     matched = [t for t, oi in polls if t in minute_oi and minute_oi[t] == oi]
     assert len(matched) == MINUTES - 1
 
@@ -337,3 +355,152 @@ def test_custom_leverage_mix_is_used(tmp_path: Path) -> None:
     opens = _truth(tmp_path, report, "ETH", "open")
     assert len(opens) > 300
     assert {r["lev"] for r in opens} == {20}
+
+
+# --- Bybit and OKX -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("venue", ["bybit", "okx"])
+@pytest.mark.parametrize("symbol", SYMBOLS)
+def test_venue_records_normalize_without_error(sim: tuple[Path, SimReport], symbol: str, venue: str) -> None:
+    root, report = sim
+    records = _records(root, symbol, venue)
+    stats = NormalizeStats()
+    normalize_records(records, symbol, stats)
+    assert stats.errors == Counter()
+    assert stats.records == len(records) == report.symbols[symbol].venues[venue]["lines"]
+    for kind in ("Trade", "Liquidation", "OpenInterest", "MarkPriceUpdate", "ConnectionEvent"):
+        assert stats.events[kind] > 0, kind
+    assert {r.channel for r in records} >= {"conn:open", "ws:trades" if venue == "okx" else "ws:publicTrade"}
+
+
+def test_positions_are_shared_between_venues(sim: tuple[Path, SimReport]) -> None:
+    root, report = sim
+    opens = _truth(root, report, "BTC", "open", None)
+    counts = Counter(r["venue"] for r in opens)
+    for venue, share in (("binance", 0.5), ("bybit", 0.3), ("okx", 0.2)):
+        expected = len(opens) * share
+        assert abs(counts[venue] - expected) < 5 * math.sqrt(expected), (venue, counts)
+    liqs = _truth(root, report, "BTC", "liq", None)
+    assert {r["venue"] for r in liqs} == {"binance", "bybit", "okx"}
+    venue_of = {r["id"]: r["venue"] for r in opens}
+    assert all(venue_of[r["id"]] == r["venue"] for r in liqs)
+    for r in _truth(root, report, "BTC", "minute"):
+        assert sum(Decimal(v) for v in r["oi_by_venue"].values()) == Decimal(r["oi"])
+
+
+def _bankruptcy_ok(r: dict[str, Any], tick: Decimal) -> bool:
+    """``bk`` is the bankruptcy price entry*(1 -/+ 1/lev) rounded to the tick away from the entry."""
+    entry, lev = Decimal(r["entry"]), Decimal(r["lev"])
+    exact = entry * (1 - 1 / lev) if r["side"] == "long" else entry * (1 + 1 / lev)
+    bk = Decimal(r["bk"])
+    eps = exact * Decimal("1e-12")
+    return (bk - eps <= exact < bk + tick) if r["side"] == "long" else (bk - tick < exact <= bk + eps)
+
+
+@pytest.mark.parametrize("symbol", SYMBOLS)
+def test_bybit_carries_every_liquidation_in_500ms_batches(sim: tuple[Path, SimReport], symbol: str) -> None:
+    root, report = sim
+    spec = symbol_spec(symbol)
+    tick = Decimal(fixed(spec.tick_units, spec.price_decimals))
+    truth = _truth(root, report, symbol, "liq", "bybit")
+    assert len(truth) > 20 and all(r["sent"] for r in truth)  # no cap: every one is pushed
+    assert all(_bankruptcy_ok(r, tick) for r in truth)
+    messages = _messages(root, symbol, "ws:allLiquidation", "bybit")
+    rows = []
+    for message in messages:
+        assert message["ts"] % 500 == 0
+        assert all(message["ts"] - 500 <= row["T"] < message["ts"] for row in message["data"])
+        rows.extend(message["data"])
+    assert max(len(m["data"]) for m in messages) > 1  # a cascade: several in one push
+    want = [
+        (r["t"], "Buy" if r["side"] == "long" else "Sell", r["qty"], r["bk"], f"{symbol}USDT") for r in truth
+    ]
+    got = [(row["T"], row["S"], row["v"], row["p"], row["s"]) for row in rows]
+    assert got == want[: len(got)]
+    assert all(r["t"] >= (START + MINUTES) * 60_000 - 500 for r in truth[len(got) :])  # the last push
+
+
+@pytest.mark.parametrize("symbol", SYMBOLS)
+def test_okx_shows_the_first_liquidation_of_each_second(sim: tuple[Path, SimReport], symbol: str) -> None:
+    root, report = sim
+    ct_val = contract_value(symbol)
+    assert ct_val is not None
+    truth = _truth(root, report, symbol, "liq", "okx")
+    sent = [r for r in truth if r["sent"]]
+    assert len(truth) > len(sent) > 10  # the cap drops some
+    first: dict[int, int] = {}
+    for r in truth:
+        first[r["t"] // 1000] = min(first.get(r["t"] // 1000, r["t"]), r["t"])
+    assert len(sent) == len(first)
+    assert all(r["t"] == first[r["t"] // 1000] for r in sent)
+    events = [
+        e
+        for e in normalize_records(_records(root, symbol, "okx"), symbol, NormalizeStats())
+        if isinstance(e, Liquidation)
+    ]
+    per_second = Counter(e.ts_ns // 1_000_000_000 for e in events)
+    assert max(per_second.values()) == 1
+    got = [(e.ts_ns // 1_000_000, e.side.value, e.qty, e.price) for e in events]
+    want = [(r["t"], r["side"], Decimal(r["qty"]), Decimal(r["bk"])) for r in sent]
+    assert got == want[: len(got)] and len(want) - len(got) <= 1
+    raw = _messages(root, symbol, "ws:liquidation-orders", "okx")
+    assert {row["instId"] for m in raw for row in m["data"]} == {f"{symbol}-USDT-SWAP"}
+    assert {d["posSide"] for m in raw for d in m["data"][0]["details"]} >= {"net"}
+
+
+@pytest.mark.parametrize("venue", ["bybit", "okx"])
+@pytest.mark.parametrize("symbol", SYMBOLS)
+def test_venue_open_interest_follows_its_positions(
+    sim: tuple[Path, SimReport], symbol: str, venue: str
+) -> None:
+    root, report = sim
+    events = [
+        e
+        for e in normalize_records(_records(root, symbol, venue), symbol, NormalizeStats())
+        if isinstance(e, OpenInterest)
+    ]
+    records = list(read_groundtruth(open_store(str(root)), report.run_id, symbol))
+    qty_of = {r["id"]: Decimal(r["qty"]) for r in records if r["type"] == "open" and r["venue"] == venue}
+    changes: list[tuple[int, Decimal]] = []
+    for r in records:
+        if r.get("id") in qty_of and r["type"] in ("open", "close", "liq"):
+            changes.append((r["t"], qty_of[r["id"]] if r["type"] == "open" else -qty_of[r["id"]]))
+    assert len(events) > MINUTES * 15
+    for a, b in itertools.pairwise(events):
+        t0, t1 = a.ts_ns // 1_000_000, b.ts_ns // 1_000_000
+        moved = sum((q for t, q in changes if t0 <= t < t1), Decimal(0))
+        assert b.open_interest_base - a.open_interest_base == moved != 0
+    minute_oi = {r["t"]: Decimal(r["oi_by_venue"][venue]) for r in records if r["type"] == "minute"}
+    at_minute = [e for e in events if e.ts_ns // 1_000_000 in minute_oi]
+    assert at_minute and all(e.open_interest_base == minute_oi[e.ts_ns // 1_000_000] for e in at_minute)
+    if venue == "okx":  # oi in contracts, oiCcy in coin: exactly oi x ctVal
+        for message in _messages(root, symbol, "ws:open-interest", "okx"):
+            row = message["data"][0]
+            assert Decimal(row["oi"]) * contract_value(symbol) == Decimal(row["oiCcy"])  # type: ignore[operator]
+
+
+def test_exchanges_option_and_validation(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_simulate_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["simulate", "--start", "2024-01-01T00:00", "--minutes", "1"])
+    assert args.exchanges == "binance,bybit,okx"
+    with pytest.raises(ValueError):
+        run_simulation(["BTC"], START, 1, 1, str(tmp_path), exchanges=("binance", "kraken"))
+    with pytest.raises(ValueError):
+        run_simulation(["BTC"], START, 1, 1, str(tmp_path), SimRates(share_bybit=0), exchanges=("bybit",))
+    with pytest.raises(ValueError):
+        SimRates(okx_oi_ms=150)
+
+
+def test_binance_only_and_symbols_without_okx_contract(tmp_path: Path) -> None:
+    only = run_simulation(["BTC"], START, 2, 4, str(tmp_path / "a"), workers=1)  # the library default
+    assert sorted(p.name for p in (tmp_path / "a").rglob("*.sim.jsonl.zst"))[-1].startswith("binance")
+    assert set(only.symbols["BTC"].venues) == {"binance"}
+    truth = list(read_groundtruth(open_store(str(tmp_path / "a")), only.run_id, "BTC"))
+    assert {r["venue"] for r in truth if r["type"] == "open"} == {"binance"}
+    # the whole market's OI is Binance's
+    assert all(r["oi"] == r["oi_by_venue"]["binance"] for r in truth if r["type"] == "minute")
+    doge = run_simulation(["DOGE"], START, 1, 4, str(tmp_path / "b"), workers=1, exchanges=VENUES)
+    assert set(doge.symbols["DOGE"].venues) == {"binance", "bybit"}  # no OKX contract value
+    assert not list((tmp_path / "b").rglob("okx.*"))
