@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from moonstream.collector.rawfile import ReadReport, list_raw_minutes, read_minute
 from moonstream.jobs.config import JobConfig
-from moonstream.jobs.minute import ENGINE_VERSIONS, JobContext, run_minute
+from moonstream.jobs.minute import ENGINE_VERSIONS, JobContext, calibrate_if_window_end, run_minute
 from moonstream.jobs.state import SymbolState, checkpoint_key, load_state_before, read_checkpoint
 from moonstream.publish.site import publish_static_assets
 from moonstream.timeutil import iso_minute
@@ -168,6 +168,7 @@ def backfill_symbol(
         logger.info("%s: resuming after %d finished minutes, at %s", symbol, already, iso_minute(start))
         _tell(progress, already)
     for minute in range(start, last + 1):
+        calibrate_if_window_end(ctx, symbol, minute)
         state, result = run_minute(ctx, symbol, minute, state=state)
         report.minutes_processed += 1
         report.records += result.records

@@ -14,7 +14,9 @@ Events:
 
 A failed symbol raises at the end (after the others ran), so the platform's retry re-runs the
 invocation; minute jobs are idempotent, so symbols that already succeeded write nothing again.
-The calibrate handler comes with the calibrator (issue 5).
+The minute handler runs the calibration of the window that ends at its minute first (every quarter
+hour), as the scheduler and the backfill do, so every path sees the same weights; ``calibrate_handler``
+re-runs a window on its own.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 
 from moonstream.config import build_config
 from moonstream.jobs.config import JobConfig
-from moonstream.jobs.minute import JobContext, run_minute
+from moonstream.jobs.minute import JobContext, calibrate_if_window_end, run_minute
 from moonstream.timeutil import iso_minute, parse_minute
 
 logger = logging.getLogger(__name__)
@@ -96,6 +98,7 @@ def minute_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
             failed.append(symbol)
             continue
         try:
+            calibrate_if_window_end(ctx, symbol, minute)
             _, result = run_minute(ctx, symbol, minute)
         except Exception:
             logger.exception("minute job %s %s failed", symbol, iso_minute(minute))
@@ -106,3 +109,52 @@ def minute_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     if failed:
         raise HandlerError(f"minute {iso_minute(minute)} failed for {', '.join(failed)}")
     return {"minute": iso_minute(minute), "results": results}
+
+
+# --- calibrate job (issue 5) ----------------------------------------------------------------------
+
+
+def _event_window_end(event: Mapping[str, Any]) -> int:
+    """``window_end`` if given, else the last quarter hour at or before an EventBridge ``time``."""
+    from moonstream.jobs.calibrate import WINDOW_MINUTES
+
+    if "window_end" in event:
+        end = parse_minute(str(event["window_end"]))
+        if end % WINDOW_MINUTES:
+            raise ValueError(f"window_end {event['window_end']!r} is not on a quarter hour")
+        return end
+    if "time" in event:
+        return parse_minute(str(event["time"])) // WINDOW_MINUTES * WINDOW_MINUTES
+    raise ValueError("event names no 'window_end' and no 'time'")
+
+
+def calibrate_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+    """Run the calibrate job for the event's symbols over the 15-minute window ending at
+    ``window_end`` (``{"symbol": "BTC", "window_end": "2024-07-19T00:15"}``, or ``symbols``, or an
+    EventBridge event with ``time``: the window that ended at the last quarter hour at or before it).
+    Failures are collected and raised at the end, as in :func:`minute_handler`."""
+    from moonstream.jobs.calibrate import run_calibration
+
+    config = config_from_env(os.environ)
+    ctx = _context(config)
+    end = _event_window_end(event)
+    results: list[dict[str, Any]] = []
+    failed: list[str] = []
+    for symbol in _event_symbols(event, config):
+        if symbol not in config.symbols:
+            logger.error("event names symbol %r, which is not configured", symbol)
+            failed.append(symbol)
+            continue
+        try:
+            result = run_calibration(ctx, symbol, end)
+        except Exception:
+            logger.exception("calibrate job %s %s failed", symbol, iso_minute(end))
+            failed.append(symbol)
+            continue
+        results.append({"symbol": symbol, "window_end": iso_minute(end), "version": result.key,
+                        "written": result.written, "pointer_moved": result.pointer_moved,
+                        "events": result.stats.get("events"),
+                        "attributable": result.stats.get("attributable")})  # fmt: skip
+    if failed:
+        raise HandlerError(f"calibration window ending {iso_minute(end)} failed for {', '.join(failed)}")
+    return {"window_end": iso_minute(end), "results": results}

@@ -10,13 +10,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from moonstream.collector.rawfile import RawRecord, ReadReport, raw_key, read_minute
+from moonstream.jobs.calibrate import (
+    WINDOW_MINUTES as CALIBRATION_WINDOW_MINUTES,
+    run_calibration,
+    weights_for_minute,
+)
 from moonstream.jobs.collector_status import read_collector_status
 from moonstream.jobs.config import JobConfig
-from moonstream.jobs.engines import ENGINES, engine_versions, products
+from moonstream.jobs.engines import ENGINES, engine_versions, has_liquidation_engines, products
 from moonstream.jobs.normalize import NormalizeStats, normalize_records
 from moonstream.jobs.state import SymbolState, load_state_before, save_state
 from moonstream.publish.layout import SiteLayout
@@ -134,6 +139,23 @@ def compute_minute(
     return MinuteOutputs(new_state, documents, sources, stats, blobs)
 
 
+def with_calibrator_weights(state: SymbolState, weights: dict[str, float] | None) -> SymbolState:
+    """The state with the calibrator's newest weights (the version whose window ended at or before the
+    minute) handed to the liquidation engines; unchanged before the first calibration."""
+    if weights is None:
+        return state
+    liquidations = {**state.engines.get("liquidations", {}), "calibrator_weights": weights}
+    return replace(state, engines={**state.engines, "liquidations": liquidations})
+
+
+def calibrate_if_window_end(ctx: JobContext, symbol: str, minute: int) -> None:
+    """Run the calibrate job for the window ending at ``minute`` (every quarter hour), before that
+    minute's job, so the minute job, live or backfilled, always sees the same weights version."""
+    if minute % CALIBRATION_WINDOW_MINUTES or not has_liquidation_engines(symbol):
+        return
+    run_calibration(ctx, symbol, minute)
+
+
 def run_minute(
     ctx: JobContext,
     symbol: str,
@@ -151,6 +173,7 @@ def run_minute(
     started = time.perf_counter()
     if state is None:
         state = load_state_before(ctx.data, symbol, minute, ENGINE_VERSIONS)
+    state = with_calibrator_weights(state, weights_for_minute(ctx.data, symbol, minute))
     read_report = ReadReport()
     records = read_minute(ctx.data, symbol, minute, report=read_report)
     outputs = compute_minute(state, symbol, minute, records, ctx.config.exchanges)

@@ -26,7 +26,13 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from moonstream.collector.rawfile import list_raw_files
 from moonstream.jobs.collector_status import read_collector_status
-from moonstream.jobs.minute import ENGINE_VERSIONS, JobContext, MinuteResult, run_minute
+from moonstream.jobs.minute import (
+    ENGINE_VERSIONS,
+    JobContext,
+    MinuteResult,
+    calibrate_if_window_end,
+    run_minute,
+)
 from moonstream.jobs.state import SymbolState, fresh_state, read_checkpoint, read_head_minute
 from moonstream.publish.site import publish_collector_health
 from moonstream.timeutil import NS_PER_SECOND, iso_minute, minute_of, minute_start_ns
@@ -132,6 +138,7 @@ class SymbolRunner:
                 return
             self._find_late_files(minute)
             try:
+                calibrate_if_window_end(self.ctx, self.symbol, minute)
                 _, result = run_minute(
                     self.ctx,
                     self.symbol,

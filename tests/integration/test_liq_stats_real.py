@@ -89,3 +89,15 @@ def test_liq_stats_sum_to_the_csv_per_symbol_and_side(tmp_path: Path) -> None:
     assert sum(want_counts.values()) == DISTINCT_EVENTS_IN_WINDOW
     assert counts == want_counts
     assert {k: v for k, v in notional.items() if v} == want_notional
+
+    # The calibrate job ran at each quarter hour of the backfill, before that minute's job, and the
+    # minutes after it use its weights (the 10x tier stays disabled).
+    version_path = (
+        tmp_path / "data" / "state" / "BTC" / "calibrator" / "versions" / "2025-01-27" / "1715.json"
+    )
+    version = json.loads(version_path.read_bytes())
+    stats_path = tmp_path / "site" / "v1" / "BTC" / "liq_stats" / "2025-01-27" / "1716.json"
+    stats = json.loads(gzip.decompress(stats_path.read_bytes()))
+    used = stats["inference"]["leverage_weights"]
+    assert version["weights"]["10"] == 0 and "10" not in used
+    assert used == {tier: round(weight, 6) for tier, weight in version["weights"].items() if tier != "10"}

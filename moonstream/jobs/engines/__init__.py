@@ -53,10 +53,17 @@ def _orderbook_step(state: JSONDict, events: Sequence[Event], symbol: str, minut
     return EngineResult(new_state, documents, {"orderbook_heatmap": frames} if frames else {})
 
 
-def _liquidations_step(state: JSONDict, events: Sequence[Event], symbol: str, minute: int) -> EngineResult:
+def has_liquidation_engines(symbol: str) -> bool:
+    """Whether ``symbol`` has a liquidation bucket step, hence liquidation products and calibration."""
     try:
         tape.bucket_step(symbol)
-    except ValueError:  # no bucket step configured: this symbol has no liquidation products
+    except ValueError:
+        return False
+    return True
+
+
+def _liquidations_step(state: JSONDict, events: Sequence[Event], symbol: str, minute: int) -> EngineResult:
+    if not has_liquidation_engines(symbol):
         return EngineResult({}, {})
     new_state, bodies = liquidations.step_liquidations(state, events, symbol, minute)
     frame = liq_frame_from_v1(bodies["liq_heatmap"], minute)
