@@ -37,7 +37,9 @@ DEMO_FILES = (
     "hftbacktest-binance-usdm/ethusdt_20240719.gz",
 )
 DEMO_RANGE = ("2024-07-18T23:57", "2024-07-19T00:05")
-DEMO_SIM_START, DEMO_SIM_MINUTES, DEMO_SIM_SEED = "2024-01-01T00:00", 60, 7
+DEMO_SIM_START, DEMO_SIM_MINUTES, DEMO_SIM_SEED = "2024-01-01T00:00", 90, 7
+#: The demo publishes its last minutes one at a time while serving, so the page moves.
+DEMO_LIVE_MINUTES, DEMO_STEP_SECONDS = 30, 10.0
 
 
 def _install_stop_handlers(stop: threading.Event) -> None:
@@ -138,14 +140,26 @@ def run_demo(config: JobConfig, *, host: str, port: int, serve: bool) -> int:
         last = first + DEMO_SIM_MINUTES - 1
         run_simulation(config.symbols, first, DEMO_SIM_MINUTES, DEMO_SIM_SEED, config.data_url)
     ctx = JobContext.open(config)
-    backfill(ctx, config.symbols, first, last, workers=min(2, len(config.symbols)))
     if not serve:
+        backfill(ctx, config.symbols, first, last, workers=min(2, len(config.symbols)))
         return 0
+    # Most of the range at once; then, while serving, the rest one minute every few seconds, so the
+    # viewer's heatmaps move as they would live.
+    live_from = max(first, last - DEMO_LIVE_MINUTES + 1)
+    if live_from > first:
+        backfill(ctx, config.symbols, first, live_from - 1, workers=min(2, len(config.symbols)))
     server, _thread = serve_in_thread(ctx.site, host, port)
     bound_host, bound_port = server.server_address[:2]
     logger.info("demo site at http://%s:%s/ (Ctrl-C to stop)", bound_host, bound_port)
     stop = threading.Event()
     _install_stop_handlers(stop)
+    minute = live_from
+    while minute <= last and not stop.is_set():
+        backfill(ctx, config.symbols, minute, minute, progress=False)
+        minute += 1
+        stop.wait(DEMO_STEP_SECONDS)
+    if minute > last:
+        logger.info("demo: every minute published; still serving (Ctrl-C to stop)")
     while not stop.wait(1.0):
         pass
     server.shutdown()
