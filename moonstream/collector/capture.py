@@ -4,10 +4,13 @@ Three kinds of worker, so that neither the disk nor the data store can stall a w
 
 * the asyncio event loop: one task per exchange connection (:class:`WsConnection`), one REST poller
   per exchange (:class:`RestPoller`), and the status task. Each received message becomes one item
-  ``(symbol, exchange, recv_ns, channel, payload)`` on a bounded queue; when the queue is full the
-  item is dropped, counted and logged (connection events are never dropped);
-* the writer thread: drains the queue into :class:`MinuteFileWriter` (everything queued at once,
-  up to 4096 lines: one ``write()`` per partial file in the spool directory, as soon as it is queued);
+  ``((symbol, minute, exchange), recv_ns, line)`` on a bounded queue, its raw-file line already
+  formatted (by the receiver, while the payload is in cache); when the queue is full the item is
+  dropped, counted and logged (connection events are never dropped);
+* the writer thread: every 10 ms (sooner for a connection event, at once while a backlog lasts)
+  drains the queue into :class:`MinuteFileWriter` (everything queued, up to 4096 lines: one
+  ``write()`` per partial file in the spool directory); not waking it per message keeps the two
+  threads from handing the GIL back and forth;
 * the store thread: every ``finalize_interval_s`` finalizes due minutes into the data store (a
   failing store is retried on the next tick by the writer; capture goes on) and writes the status
   document ``status/collector-{id}.json``.
@@ -25,6 +28,7 @@ import collections
 import contextlib
 import dataclasses
 import datetime as dt
+import itertools
 import json
 import logging
 import signal
@@ -37,19 +41,20 @@ from typing import Any
 from moonstream.collector.config import CollectorConfig
 from moonstream.collector.connection import BackoffPolicy, ExchangeStats, WsConnection
 from moonstream.collector.exchanges import ExchangeSpec, get_exchange
-from moonstream.collector.rawfile import MinuteFileWriter
+from moonstream.collector.rawfile import EncodedItem, MinuteFileWriter, RawFormatError, encode_line
 from moonstream.collector.rest import RestPoller
 from moonstream.store import ObjectMeta, Store, open_store
+from moonstream.timeutil import NS_PER_MINUTE
 
 log = logging.getLogger(__name__)
 
 STATUS_SCHEMA_VERSION = 1
 STATUS_META = ObjectMeta(content_type="application/json", cache_control="no-store")
-_WRITER_IDLE_WAIT_S = 0.02
+_WRITER_WAIT_S = 0.01  # the writer writes what was queued meanwhile, so at most this late
 _WRITER_MAX_BATCH = 4096
 _DROP_LOG_INTERVAL_S = 10.0
 
-Item = tuple[str, str, int, str, bytes]
+Item = EncodedItem  # ((symbol, minute, exchange), recv_ns, line): encoded on the event loop
 
 
 def status_key(collector_id: str) -> str:
@@ -97,9 +102,9 @@ class Collector:
         self.queue_dropped = 0
         self.queue_high_water = 0
         self.write_errors = 0
+        self.encode_errors = 0  # counted on the event loop (write_errors by the writer thread)
         self.status_errors = 0
         self._last_drop_log = 0.0
-        self._writer_idle = False
         self._inflight_ns: int | None = None
         self._wake = threading.Event()
         self._writer_stop = threading.Event()
@@ -112,24 +117,52 @@ class Collector:
 
     # -- the sink (called on the event loop) ----------------------------------------------------
 
-    def put(self, symbol: str, exchange: str, recv_ns: int, channel: str, payload: bytes) -> None:
-        """Queue one received message for the writer; dropped and counted when the queue is full.
+    def put_line(self, file: tuple[str, int, str], recv_ns: int, line: bytes) -> None:
+        """Queue one encoded line (``file`` is ``(symbol, minute, exchange)``, the line is
+        ``b"%d %s %s\\n" % (recv_ns, channel_tag, payload)``) for the writer; dropped and counted
+        when the queue is full.
 
-        The hot path: the queue's high-water mark is sampled by the writer (and set at a drop)."""
+        The hot path: the line is formatted by the receiver while the payload is in cache, and the
+        queue's high-water mark is sampled by the writer (and set at a drop)."""
         queue = self._queue
         if len(queue) < self._capacity:
-            queue.append((symbol, exchange, recv_ns, channel, payload))
-            if self._writer_idle:  # wake it once (it needs the GIL to run, which we hold)
-                self._writer_idle = False
-                self._wake.set()
+            queue.append((file, recv_ns, line))  # the writer looks every _WRITER_WAIT_S
         else:
             self._dropped()
 
+    def line_queue(self) -> tuple[collections.deque[Item], int]:
+        """The queue and its capacity, for a receiver that appends ``(file, recv_ns, line)`` items
+        itself while ``len(queue) < capacity`` (and calls :meth:`put_line` otherwise)."""
+        return self._queue, self._capacity
+
+    def put(self, symbol: str, exchange: str, recv_ns: int, channel: str, payload: bytes) -> None:
+        """Queue one received message for the writer; dropped and counted when the queue is full."""
+        item = self._encode(symbol, exchange, recv_ns, channel, payload)
+        if item is not None:
+            self.put_line(*item)
+
     def put_event(self, symbol: str, exchange: str, recv_ns: int, channel: str, payload: bytes) -> None:
         """Queue a connection event; never dropped (there are few)."""
-        self._queue.append((symbol, exchange, recv_ns, channel, payload))
-        self._writer_idle = False
-        self._wake.set()
+        item = self._encode(symbol, exchange, recv_ns, channel, payload)
+        if item is not None:
+            self._queue.append(item)
+            self._wake.set()
+
+    def _encode(self, symbol: str, exchange: str, recv_ns: int, channel: str, payload: bytes) -> Item | None:
+        """The queue item of one message; None (counted and logged as a write error) if it cannot be
+        encoded. CR/LF in the payload are replaced by the writer."""
+        try:
+            head = encode_line(recv_ns, channel, b"")[:-1]  # checks recv_ns and the channel tag
+            data = payload.encode("utf-8") if isinstance(payload, str) else payload
+            line = b"%b%b\n" % (head, data)
+        except (RawFormatError, TypeError) as exc:
+            self.encode_errors += 1
+            if self.encode_errors <= 10 or self.encode_errors % 1000 == 0:
+                log.error(
+                    "could not encode a %s line (%d encode errors)", channel, self.encode_errors, exc_info=exc
+                )
+            return None
+        return (symbol, recv_ns // NS_PER_MINUTE, str(exchange)), recv_ns, line
 
     def _dropped(self) -> None:
         self.queue_dropped += 1
@@ -148,26 +181,28 @@ class Collector:
     def _writer_loop(self) -> None:
         queue = self._queue
         popleft = queue.popleft
-        append_many = self.writer.append_many
+        append_lines = self.writer.append_lines
         wake = self._wake
+        stopping = self._writer_stop.is_set
         while True:
             n = len(queue)
-            if not n:
-                if self._writer_stop.is_set():
-                    return
-                self._writer_idle = True  # before looking at the queue: a put after this wakes us
-                if not queue:
-                    wake.wait(_WRITER_IDLE_WAIT_S)
+            if n < _WRITER_MAX_BATCH and not stopping():
+                # let lines accumulate (an event wakes us sooner): few large writes, and few handoffs
+                # of the GIL between this thread and the receivers (it costs them more than the work)
+                wake.wait(_WRITER_WAIT_S)
                 wake.clear()
-                self._writer_idle = False
+                n = len(queue)
+            if not n:
+                if stopping():
+                    return
                 continue
             # everything queued so far, in one write() per file; the watermark sees it until written
             if n > self.queue_high_water:
                 self.queue_high_water = n
-            self._inflight_ns = queue[0][2]
-            batch = [popleft() for _ in range(min(n, _WRITER_MAX_BATCH))]
+            self._inflight_ns = queue[0][1]
+            batch = list(itertools.starmap(popleft, itertools.repeat((), min(n, _WRITER_MAX_BATCH))))
             try:
-                failed = append_many(batch)
+                failed = append_lines(batch)
             except Exception as error:  # a bug: count the batch as lost, keep writing
                 failed = [(item, error) for item in batch]
             self._inflight_ns = None
@@ -175,8 +210,8 @@ class Collector:
                 self.write_errors += 1
                 if self.write_errors <= 10 or self.write_errors % 1000 == 0:
                     log.error(
-                        "could not write a %s line (%d write errors)",
-                        item[3],
+                        "could not write a line to %s (%d write errors)",
+                        item[0],
                         self.write_errors,
                         exc_info=exc,
                     )
@@ -189,7 +224,7 @@ class Collector:
         queue = self._queue
         if queue:
             with contextlib.suppress(IndexError):  # emptied meanwhile
-                now = min(now, queue[0][2])
+                now = min(now, queue[0][1])
         inflight = self._inflight_ns
         return now if inflight is None else min(now, inflight)
 
@@ -270,7 +305,10 @@ class Collector:
                 "high_water": self.queue_high_water,
                 "dropped": self.queue_dropped,
             },
-            "writer": {**dataclasses.asdict(self.writer.counters), "write_errors": self.write_errors},
+            "writer": {
+                **dataclasses.asdict(self.writer.counters),
+                "write_errors": self.write_errors + self.encode_errors,
+            },
         }
 
     def _status_bytes(self) -> bytes:

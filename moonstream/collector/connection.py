@@ -7,6 +7,7 @@ The reconnect decision is pure (:func:`reconnect_delay`, :func:`failures_after`)
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -20,10 +21,19 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from moonstream.collector.exchanges import CONNECTION, VENUE_WIDE, ExchangeSpec, WsPlan
+from moonstream.collector.rawfile import encode_line
+from moonstream.timeutil import NS_PER_MINUTE
 
 log = logging.getLogger(__name__)
 
 _MAX_EXPONENT = 62
+
+# Exchanges whose router's answer for one of our symbols depends only on the stream name at the start
+# of the message (Binance's ``{"stream":"btcusdt@depth@100ms",...``): the receive loop then routes a
+# message by looking up its first _PREFIX_KEY_LEN bytes, when they hold that whole name.
+_STREAM_NAME_PREFIX = {"binance": b'{"stream":"'}
+_PREFIX_KEY_LEN = 40
+_PREFIX_KEYS_MAX = 256
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,16 @@ class Sink(Protocol):
     """Where received lines go (the collector's bounded queue)."""
 
     def put(self, symbol: str, exchange: str, recv_ns: int, channel: str, payload: bytes) -> None: ...
+
+    def put_line(self, file: tuple[str, int, str], recv_ns: int, line: bytes) -> None:
+        """Like put, for a line already encoded: ``file`` is ``(symbol, minute, exchange)``, ``line``
+        is ``b"%d %s %s\\n" % (recv_ns, channel_tag, payload)`` with ``recv_ns`` in that minute."""
+        ...
+
+    def line_queue(self) -> tuple[collections.deque[tuple[tuple[str, int, str], int, bytes]], int]:
+        """The queue behind put_line and its capacity: a receiver may append ``(file, recv_ns,
+        line)`` itself while ``len(queue) < capacity``, and calls put_line otherwise."""
+        ...
 
     def put_event(self, symbol: str, exchange: str, recv_ns: int, channel: str, payload: bytes) -> None:
         """Like put, but never dropped (connection events)."""
@@ -241,7 +261,7 @@ class WsConnection:
 
     async def _receive(self, ws: Any) -> None:
         sequencer = self.spec.new_sequencer() if self.spec.new_sequencer is not None else None
-        # channels the sequencer ignores (None: it looks at every message)
+        # channels the sequencer looks at (None: every one)
         watched = getattr(sequencer, "channels", None) if sequencer is not None else frozenset()
         recv = ws.recv
         route = self.spec.route
@@ -249,21 +269,57 @@ class WsConnection:
         channels = self.stats.channels
         symbols = self._symbols
         put = self.sink.put
+        put_line = self.sink.put_line
+        queue, capacity = self.sink.line_queue()
+        append = queue.append
         clock = self.clock
         conn = self.conn
         stats = self.stats
-        fast: dict[tuple[str, str], list[int]] = {}  # (our symbol, unwatched channel) -> its counts
+        # the hot path, for messages about one of our symbols: [file, its minute's start and end,
+        # channel tag, counts, channel, whether the sequencer looks at it], by route target and
+        # (_STREAM_NAME_PREFIX) by the message's first bytes
+        fast: dict[tuple[str, str], list[Any]] = {}
+        by_prefix: dict[bytes, list[Any]] = {}
+        name_prefix = _STREAM_NAME_PREFIX.get(exchange)
+        key_len = _PREFIX_KEY_LEN
         while True:
             payload = await recv(decode=False)
             now = clock()
-            target = route(payload)
-            counts = fast.get(target)  # type: ignore[arg-type]
-            if counts is not None:  # the hot path
+            entry = by_prefix.get(payload[:key_len])
+            if entry is None:
+                target = route(payload)
+                entry = fast.get(target)  # type: ignore[arg-type]
+                if (  # the prefix holds the whole stream name (its closing quote)
+                    entry is not None
+                    and name_prefix is not None
+                    and payload.startswith(name_prefix)
+                    and payload.find(b'"', len(name_prefix), key_len) > 0
+                    and len(by_prefix) < _PREFIX_KEYS_MAX
+                ):
+                    by_prefix[payload[:key_len]] = entry
+            if entry is not None:  # the hot path
+                file, start, end, tag, counts, channel, check = entry
                 counts[0] += 1
                 counts[1] += len(payload)
                 conn.messages += 1
                 conn.last_message_ns = stats.last_message_ns = now
-                put(target[0], exchange, now, target[1], payload)  # type: ignore[index]
+                if check:
+                    gap = sequencer.check(file[0], channel, payload)  # type: ignore[union-attr]
+                    if gap is not None:
+                        self._gap(file[0], now, gap, ws)
+                if start <= now < end:
+                    if len(queue) < capacity:
+                        append((file, now, b"%d %b %b\n" % (now, tag, payload)))
+                    else:
+                        put_line(file, now, b"%d %b %b\n" % (now, tag, payload))  # dropped, counted
+                elif now >= 0:  # a new minute
+                    minute = now // NS_PER_MINUTE
+                    entry[0] = file = (file[0], minute, exchange)
+                    entry[1] = minute * NS_PER_MINUTE
+                    entry[2] = entry[1] + NS_PER_MINUTE
+                    put_line(file, now, b"%d %b %b\n" % (now, tag, payload))
+                else:
+                    put(file[0], exchange, now, channel, payload)  # rejected (and counted) there
                 continue
             if target is None or target[0] not in symbols:
                 targets = self._other_targets(payload, target)
@@ -273,15 +329,18 @@ class WsConnection:
             else:
                 targets = [target]
                 symbol, channel = target
-                if sequencer is not None and (watched is None or channel in watched):
-                    gap = sequencer.check(symbol, channel, payload)
+                check = sequencer is not None and (watched is None or channel in watched)
+                if check:
+                    gap = sequencer.check(symbol, channel, payload)  # type: ignore[union-attr]
                     if gap is not None:
                         self._gap(symbol, now, gap, ws)
             counts = channels.get(channel)
             if counts is None:
                 counts = channels[channel] = [0, 0]
-            if watched is not None and target is not None and targets[0] is target and channel not in watched:
-                fast[target] = counts
+            if targets[0] is target:
+                with contextlib.suppress(ValueError):  # an invalid channel tag: never the hot path
+                    tag = encode_line(0, channel, b"").split(b" ")[1]
+                    fast[target] = [(target[0], -1, exchange), 0, 0, tag, counts, channel, check]
             counts[0] += 1
             counts[1] += len(payload)
             conn.messages += 1

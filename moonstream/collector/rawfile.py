@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import operator
 import os
 import re
 import threading
@@ -304,6 +305,26 @@ def _group_items(items: Sequence[Item], ident: tuple[str, int, str]) -> list[Ite
     return out
 
 
+EncodedItem = tuple[tuple[str, int, str], int, bytes]
+"""One encoded line for :meth:`MinuteFileWriter.append_lines`: (symbol, minute, exchange), recv_ns, line."""
+
+
+_FIRST = operator.itemgetter(0)
+_THIRD = operator.itemgetter(2)
+
+
+def _clean_lines(lines: list[bytes]) -> tuple[bytes, int]:
+    """Encoded lines joined, CR/LF inside each payload replaced by spaces; and how many were."""
+    out = []
+    replaced = 0
+    for line in lines:
+        recv, tag, rest = line.split(b" ", 2)
+        payload, count = _clean_payload(rest[:-1])
+        replaced += count
+        out.append(b"%s %s %s\n" % (recv, tag, payload))
+    return b"".join(out), replaced
+
+
 @dataclass
 class _Partial:
     path: Path
@@ -451,6 +472,57 @@ class MinuteFileWriter:
                 except OSError as exc:  # never leave a fragment for the next line to join
                     self._repair_tail(handle, partial.path)
                     failed.extend((it, exc) for it in _group_items(items, ident))
+                    continue
+                counters.lines += count
+                counters.bytes += len(data)
+        return failed
+
+    def append_lines(self, items: Sequence[EncodedItem]) -> list[tuple[EncodedItem, Exception]]:
+        """Append ``((symbol, minute, exchange), recv_ns, line)`` items whose lines the caller already
+        encoded as ``b"%d %s %s\\n" % (recv_ns, channel_tag, payload)`` (``recv_ns`` in ``minute``, a
+        valid channel tag): what :meth:`append_many` does, one ``write()`` per partial file. A
+        payload's CR/LF is replaced here, as :meth:`append` does. Returns the items not written (a
+        failed write: every line of that file in the batch), each with its exception.
+        """
+        groups: dict[tuple[str, int, str], list[bytes]] = {}
+        idents = list(map(_FIRST, items))
+        if idents and idents.count(idents[0]) == len(idents):  # one file (usual): no Python loop
+            groups[idents[0]] = list(map(_THIRD, items))
+        else:
+            ident0: tuple[str, int, str] | None = None
+            lines: list[bytes] = []
+            for ident, _, line in items:  # consecutive items mostly share a file
+                if ident is not ident0:
+                    ident0 = ident
+                    lines = groups.get(ident) or groups.setdefault(ident, [])
+                lines.append(line)
+        failed: list[tuple[EncodedItem, Exception]] = []
+        counters = self.counters
+        with self._lock:
+            for ident, group in groups.items():
+                if ident in self._finalized:
+                    for _ in group:
+                        self._drop_late(ident)
+                    continue
+                data = b"".join(group)
+                count = len(group)
+                if data.count(b"\n") != count or b"\r" in data:  # CR/LF in a payload (rare)
+                    data, replaced = _clean_lines(group)
+                    counters.newline_replacements += replaced
+                try:
+                    partial = self._partials.get(ident)
+                    if partial is None:
+                        partial = self._track(RawKey(ident[0], ident[1], ident[2], self.collector_id))
+                    handle = self._handle(ident, partial)
+                    view = memoryview(data)
+                    try:
+                        while view:
+                            view = view[handle.write(view) or 0 :]
+                    except OSError:  # never leave a fragment for the next line to join
+                        self._repair_tail(handle, partial.path)
+                        raise
+                except (OSError, RawFormatError) as exc:
+                    failed.extend((it, exc) for it in items if it[0] == ident)
                     continue
                 counters.lines += count
                 counters.bytes += len(data)
