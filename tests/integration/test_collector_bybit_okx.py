@@ -285,7 +285,18 @@ def test_bybit_unanswered_ping_reconnects(tmp_path: Path, monkeypatch: pytest.Mo
     with ExchangeServer([_doc("bybit", "public_trade.json")], lambda message: []) as server:
         monkeypatch.setenv("MOONSTREAM_BYBIT_WS_URL", f"ws://127.0.0.1:{server.port}")
         config = _config(tmp_path, ("BTC",), "bybit")
-        collector = _run(config, _clock(), lambda c: c.stats["bybit"].reconnects >= 1)
+        clock = _clock()
+        reconnected_at: list[int] = []
+
+        def closed_minute_finalized(c: Collector) -> bool:
+            # the conn:close line may fall in a later minute than the last message: wait until the
+            # minute of the reconnect has been finalized too, so the line is in a finalized file
+            if c.stats["bybit"].reconnects < 1:
+                return False
+            reconnected_at[:1] = reconnected_at[:1] or [clock()]
+            return clock() > (reconnected_at[0] // NS_PER_MINUTE + 1) * NS_PER_MINUTE + 2 * NS_PER_SECOND
+
+        collector = _run(config, clock, closed_minute_finalized)
 
     closes = [json.loads(r.payload) for r in _records(tmp_path, "BTC") if r.channel == "conn:close"]
     assert "pong_timeout" in [c["reason"] for c in closes]  # the first close, unless a loaded machine stalled
