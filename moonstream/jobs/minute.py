@@ -149,8 +149,13 @@ def with_calibrator_weights(state: SymbolState, weights: dict[str, float] | None
 
 
 def calibrate_if_window_end(ctx: JobContext, symbol: str, minute: int) -> None:
-    """Run the calibrate job for the window ending at ``minute`` (every quarter hour), before that
-    minute's job, so the minute job, live or backfilled, always sees the same weights version."""
+    """Run the calibrate job for the window ending at ``minute`` (every quarter hour) if it has not run.
+
+    Every path (the scheduler, the backfill, the Lambda handler) calls it before ``minute``'s job, which
+    is the first to use the new weights, so live and backfilled minutes always see the same weights
+    version. The window's data is complete once ``minute - 1`` is published, so the scheduler also runs
+    it right then, keeping the calibration off the next minute's latency; the call before the minute
+    is then a single read."""
     if minute % CALIBRATION_WINDOW_MINUTES or not has_liquidation_engines(symbol):
         return
     run_calibration(ctx, symbol, minute)
@@ -195,7 +200,7 @@ def run_minute(
                 live,
                 outputs.blobs,
             )
-        save_state(ctx.data, outputs.state)
+        save_state(ctx.data, outputs.state, replace=ctx.config.replace_immutable)
         written = pub.report.immutables_written + pub.report.pointers_written
         unchanged = pub.report.immutables_unchanged + pub.report.pointers_unchanged
         immutables = pub.report.immutables_written

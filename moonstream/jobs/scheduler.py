@@ -138,7 +138,7 @@ class SymbolRunner:
                 return
             self._find_late_files(minute)
             try:
-                calibrate_if_window_end(self.ctx, self.symbol, minute)
+                calibrate_if_window_end(self.ctx, self.symbol, minute)  # a read when already done
                 _, result = run_minute(
                     self.ctx,
                     self.symbol,
@@ -155,6 +155,15 @@ class SymbolRunner:
             state = None  # later minutes load the checkpoint just saved, as another runner would
             self._head = minute
             self.history.append(result)
+            self._calibrate_ahead(minute + 1)
+
+    def _calibrate_ahead(self, window_end: int) -> None:
+        """Calibrate the window that just completed now, not in the next minute's critical path."""
+        try:
+            calibrate_if_window_end(self.ctx, self.symbol, window_end)
+        except Exception:
+            logger.exception("calibration %s %s failed; retried before that minute", self.symbol,
+                             iso_minute(window_end))  # fmt: skip
 
     def _find_late_files(self, minute: int) -> None:
         """Raw files of recent minutes that were not there when those minutes were published."""

@@ -123,12 +123,19 @@ def load_state_before(store: Store, symbol: str, minute: int, engine_versions: d
     return fresh_state(symbol, engine_versions)
 
 
-def save_state(store: Store, state: SymbolState) -> None:
-    """Write the minute's checkpoint, then move the head forward (never backward)."""
+def save_state(store: Store, state: SymbolState, *, replace: bool = False) -> None:
+    """Write the minute's checkpoint, then move the head forward (never backward).
+
+    A checkpoint is written once; a different one for the same minute (inputs or engines changed)
+    raises :class:`ObjectExists` unless ``replace`` (a deliberate re-run, ``--replace-immutable``)."""
     if state.minute is None:
         raise ValueError("cannot save a state that has processed no minute")
     key = checkpoint_key(state.symbol, state.minute)
-    store.create_or_same(key, gzip_bytes(canonical_json(state.to_document())), _CHECKPOINT_META)
+    data = gzip_bytes(canonical_json(state.to_document()))
+    if replace:
+        store.put(key, data, _CHECKPOINT_META)
+    else:
+        store.create_or_same(key, data, _CHECKPOINT_META)
     _advance_head(store, state.symbol, state.minute, key)
 
 
