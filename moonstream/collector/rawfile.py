@@ -289,22 +289,6 @@ Item = tuple[str, str, int, str, bytes | str]
 """One message for :meth:`MinuteFileWriter.append_many`: symbol, exchange, recv_ns, channel, payload."""
 
 
-def _group_items(items: Sequence[Item], ident: tuple[str, int, str]) -> list[Item]:
-    """The encodable items of ``items`` that belong to the partial file ``ident`` (slow path)."""
-    out = []
-    for item in items:
-        symbol, exchange, recv_ns, channel, payload = item
-        if (
-            type(recv_ns) is not int
-            or recv_ns < 0
-            or (symbol, recv_ns // NS_PER_MINUTE, str(exchange)) != ident
-        ):
-            continue
-        if _CHANNEL_RE.match(channel) and isinstance(payload, bytes | bytearray | memoryview | str):
-            out.append(item)
-    return out
-
-
 EncodedItem = tuple[tuple[str, int, str], int, bytes]
 """One encoded line for :meth:`MinuteFileWriter.append_lines`: (symbol, minute, exchange), recv_ns, line."""
 
@@ -403,84 +387,36 @@ class MinuteFileWriter:
         an already finalized minute are dropped and counted, as in :meth:`append`.
         """
         failed: list[tuple[Item, Exception]] = []
-        groups: dict[tuple[str, int, str], list[bytes]] = {}
+        encoded: list[EncodedItem] = []
+        source: dict[int, Item] = {}  # id(encoded item) -> the item it came from
         tags: dict[str, bytes] = {}
-        lines: list[bytes] = []
-        symbol0: str | None = None
-        exchange0: str | None = None
-        channel0: str | None = None
-        tag = b""
-        start = end = 0
-        for item in items:  # the hot loop: consecutive items mostly share file and channel
+        for item in items:
             symbol, exchange, recv_ns, channel, payload = item
-            if channel is not channel0:
-                try:
-                    tag = tags.get(channel) or tags.setdefault(channel, _check_channel(channel))
-                except RawFormatError as exc:
-                    failed.append((item, exc))
-                    channel0 = None
-                    continue
-                channel0 = channel
-            if (
-                type(recv_ns) is not int
-                or not start <= recv_ns < end
-                or symbol != symbol0
-                or exchange != exchange0
-            ):
-                if type(recv_ns) is not int or recv_ns < 0:
-                    failed.append(
-                        (item, RawFormatError(f"recv_ns must be a non-negative int, got {recv_ns!r}"))
-                    )
-                    continue
-                minute = recv_ns // NS_PER_MINUTE
-                lines = groups.setdefault((symbol, minute, str(exchange)), [])
-                symbol0, exchange0 = symbol, exchange
-                start = minute * NS_PER_MINUTE
-                end = start + NS_PER_MINUTE
             try:
-                lines.append(b"%d %b %b\n" % (recv_ns, tag, payload))  # type: ignore[str-format]
-            except TypeError as exc:  # a str payload (UTF-8, as append does), or not bytes at all
-                if not isinstance(payload, str):
-                    failed.append((item, exc))
-                    continue
-                lines.append(b"%d %b %b\n" % (recv_ns, tag, payload.encode("utf-8")))
-        counters = self.counters
-        with self._lock:
-            for ident, group in groups.items():
-                if ident in self._finalized:
-                    for _ in group:
-                        self._drop_late(ident)
-                    continue
-                data = b"".join(group)
-                count = len(group)
-                if data.count(b"\n") != count or b"\r" in data:  # CR/LF in a payload (rare)
-                    encoded = [_encode(it[2], it[3], it[4]) for it in _group_items(items, ident)]
-                    data = b"".join(line for line, _ in encoded)
-                    counters.newline_replacements += sum(replaced for _, replaced in encoded)
-                try:
-                    partial = self._partials.get(ident)
-                    if partial is None:
-                        partial = self._track(RawKey(ident[0], ident[1], ident[2], self.collector_id))
-                    handle = self._handle(ident, partial)
-                except (OSError, RawFormatError) as exc:
-                    failed.extend((it, exc) for it in _group_items(items, ident))
-                    continue
-                try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[handle.write(view) or 0 :]
-                except OSError as exc:  # never leave a fragment for the next line to join
-                    self._repair_tail(handle, partial.path)
-                    failed.extend((it, exc) for it in _group_items(items, ident))
-                    continue
-                counters.lines += count
-                counters.bytes += len(data)
+                tag = tags.get(channel) or tags.setdefault(channel, _check_channel(channel))
+            except RawFormatError as exc:
+                failed.append((item, exc))
+                continue
+            if type(recv_ns) is not int or recv_ns < 0:
+                failed.append((item, RawFormatError(f"recv_ns must be a non-negative int, got {recv_ns!r}")))
+                continue
+            if isinstance(payload, str):  # UTF-8, as append does
+                payload = payload.encode("utf-8")
+            try:
+                line = b"%d %b %b\n" % (recv_ns, tag, payload)
+            except TypeError as exc:  # not bytes at all
+                failed.append((item, exc))
+                continue
+            entry = ((symbol, recv_ns // NS_PER_MINUTE, str(exchange)), recv_ns, line)
+            encoded.append(entry)
+            source[id(entry)] = item
+        failed.extend((source[id(entry)], exc) for entry, exc in self.append_lines(encoded))
         return failed
 
     def append_lines(self, items: Sequence[EncodedItem]) -> list[tuple[EncodedItem, Exception]]:
         """Append ``((symbol, minute, exchange), recv_ns, line)`` items whose lines the caller already
         encoded as ``b"%d %s %s\\n" % (recv_ns, channel_tag, payload)`` (``recv_ns`` in ``minute``, a
-        valid channel tag): what :meth:`append_many` does, one ``write()`` per partial file. A
+        valid channel tag), one ``write()`` per partial file (:meth:`append_many` encodes, then calls this). A
         payload's CR/LF is replaced here, as :meth:`append` does. Returns the items not written (a
         failed write: every line of that file in the batch), each with its exception.
         """
