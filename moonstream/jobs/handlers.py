@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from moonstream.config import build_config
+from moonstream.jobs.calibrate import WINDOW_MINUTES, run_calibration
 from moonstream.jobs.config import JobConfig
 from moonstream.jobs.minute import JobContext, calibrate_if_window_end, run_minute
 from moonstream.timeutil import iso_minute, parse_minute
@@ -85,11 +86,11 @@ def _event_symbols(event: Mapping[str, Any], config: JobConfig) -> list[str]:
     return list(config.symbols)
 
 
-def minute_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-    """Run the minute job for the event's symbols and minute; returns a summary per symbol."""
-    config = config_from_env(os.environ)
-    ctx = _context(config)
-    minute = _event_minute(event)
+def _each_symbol(
+    event: Mapping[str, Any], config: JobConfig, what: str, job: Callable[[str], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Run ``job`` for every symbol the event names, each tried even if another fails; a failure is
+    logged with its traceback and, once all ran, raised as one :class:`HandlerError`."""
     results: list[dict[str, Any]] = []
     failed: list[str] = []
     for symbol in _event_symbols(event, config):
@@ -98,16 +99,28 @@ def minute_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
             failed.append(symbol)
             continue
         try:
-            calibrate_if_window_end(ctx, symbol, minute)
-            _, result = run_minute(ctx, symbol, minute)
+            results.append(job(symbol))
         except Exception:
-            logger.exception("minute job %s %s failed", symbol, iso_minute(minute))
+            logger.exception("%s failed for %s", what, symbol)
             failed.append(symbol)
-            continue
-        results.append({"symbol": symbol, "minute": iso_minute(minute), "records": result.records,
-                        "errors": result.errors, "objects_written": result.objects_written})  # fmt: skip
     if failed:
-        raise HandlerError(f"minute {iso_minute(minute)} failed for {', '.join(failed)}")
+        raise HandlerError(f"{what} failed for {', '.join(failed)}")
+    return results
+
+
+def minute_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+    """Run the minute job for the event's symbols and minute; returns a summary per symbol."""
+    config = config_from_env(os.environ)
+    ctx = _context(config)
+    minute = _event_minute(event)
+
+    def job(symbol: str) -> dict[str, Any]:
+        calibrate_if_window_end(ctx, symbol, minute)
+        _, result = run_minute(ctx, symbol, minute)
+        return {"symbol": symbol, "minute": iso_minute(minute), "records": result.records,
+                "errors": result.errors, "objects_written": result.objects_written}  # fmt: skip
+
+    results = _each_symbol(event, config, f"minute {iso_minute(minute)}", job)
     return {"minute": iso_minute(minute), "results": results}
 
 
@@ -116,8 +129,6 @@ def minute_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
 
 def _event_window_end(event: Mapping[str, Any]) -> int:
     """``window_end`` if given, else the last quarter hour at or before an EventBridge ``time``."""
-    from moonstream.jobs.calibrate import WINDOW_MINUTES
-
     if "window_end" in event:
         end = parse_minute(str(event["window_end"]))
         if end % WINDOW_MINUTES:
@@ -133,28 +144,16 @@ def calibrate_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     ``window_end`` (``{"symbol": "BTC", "window_end": "2024-07-19T00:15"}``, or ``symbols``, or an
     EventBridge event with ``time``: the window that ended at the last quarter hour at or before it).
     Failures are collected and raised at the end, as in :func:`minute_handler`."""
-    from moonstream.jobs.calibrate import run_calibration
-
     config = config_from_env(os.environ)
     ctx = _context(config)
     end = _event_window_end(event)
-    results: list[dict[str, Any]] = []
-    failed: list[str] = []
-    for symbol in _event_symbols(event, config):
-        if symbol not in config.symbols:
-            logger.error("event names symbol %r, which is not configured", symbol)
-            failed.append(symbol)
-            continue
-        try:
-            result = run_calibration(ctx, symbol, end)
-        except Exception:
-            logger.exception("calibrate job %s %s failed", symbol, iso_minute(end))
-            failed.append(symbol)
-            continue
-        results.append({"symbol": symbol, "window_end": iso_minute(end), "version": result.key,
-                        "written": result.written, "pointer_moved": result.pointer_moved,
-                        "events": result.stats.get("events"),
-                        "attributable": result.stats.get("attributable")})  # fmt: skip
-    if failed:
-        raise HandlerError(f"calibration window ending {iso_minute(end)} failed for {', '.join(failed)}")
+
+    def job(symbol: str) -> dict[str, Any]:
+        result = run_calibration(ctx, symbol, end)
+        return {"symbol": symbol, "window_end": iso_minute(end), "version": result.key,
+                "written": result.written, "pointer_moved": result.pointer_moved,
+                "events": result.stats.get("events"),
+                "attributable": result.stats.get("attributable")}  # fmt: skip
+
+    results = _each_symbol(event, config, f"calibration window ending {iso_minute(end)}", job)
     return {"window_end": iso_minute(end), "results": results}
