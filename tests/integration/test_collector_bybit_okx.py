@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +27,7 @@ from moonstream.collector.rawfile import RawRecord, ReadReport, iter_minutes, li
 from moonstream.store import LocalStore
 from moonstream.timeutil import NS_PER_MINUTE, NS_PER_SECOND
 from tests.conftest import REPO_ROOT
+from tests.wsserver import LoopbackWebsocketServer
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,7 @@ def _doc(exchange: str, name: str) -> str:
     return (DATA / exchange / name).read_text().strip()
 
 
-class ExchangeServer:
+class ExchangeServer(LoopbackWebsocketServer):
     """A websocket server thread: after the client's subscription, sends ``script`` (text frames)
     in order, ``interval_s`` apart (a list of frames: back to back); ``respond(message)`` gives the
     replies to each client message (acks, pongs, ...)."""
@@ -66,32 +66,7 @@ class ExchangeServer:
         self.received: list[str] = []
         self.sent: list[str] = []
         self.paths: list[str] = []
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._stopping: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> ExchangeServer:
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._stopping is not None
-        self._loop.call_soon_threadsafe(self._stopping.set)
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._serve())
-
-    async def _serve(self) -> None:
-        self._stopping = asyncio.Event()
-        async with websockets.serve(self._handler, "127.0.0.1", 0, compression=None) as server:
-            self.port = server.sockets[0].getsockname()[1]
-            self._ready.set()
-            await self._stopping.wait()
+        super().__init__()
 
     async def _send(self, ws: ServerConnection, frame: str) -> None:
         await ws.send(frame)

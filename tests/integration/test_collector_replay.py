@@ -38,6 +38,7 @@ from moonstream.collector.rawfile import (
 from moonstream.store import LocalStore
 from moonstream.timeutil import NS_PER_MINUTE, NS_PER_SECOND
 from tests.conftest import REPO_ROOT, shared_file
+from tests.wsserver import LoopbackWebsocketServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.shared_data]
 
@@ -74,7 +75,7 @@ def _recorded_snapshot() -> bytes:
     raise AssertionError("no snapshot line")
 
 
-class ReplayServer:
+class ReplayServer(LoopbackWebsocketServer):
     """A websocket server sending ``messages`` in order across connections, with scripted faults.
 
     ``drop_after``: abort the TCP connection after sending these indexes; ``stall_at``: stop sending
@@ -105,32 +106,7 @@ class ReplayServer:
         self.sent: list[tuple[float, bytes]] = []  # (time.time(), payload) once the frame is flushed
         self.paths: list[str] = []
         self.connections = 0
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._stopping: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> ReplayServer:
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._stopping is not None
-        self._loop.call_soon_threadsafe(self._stopping.set)
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._serve())
-
-    async def _serve(self) -> None:
-        self._stopping = asyncio.Event()
-        async with websockets.serve(self._handler, "127.0.0.1", 0, compression=None) as server:
-            self.port = server.sockets[0].getsockname()[1]
-            self._ready.set()
-            await self._stopping.wait()
+        super().__init__()
 
     async def _handler(self, ws: ServerConnection) -> None:
         self.connections += 1
