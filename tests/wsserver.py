@@ -1,10 +1,16 @@
-"""A websocket server on loopback, on its own thread and event loop, for the collector's tests."""
+"""Servers on loopback for the collector's tests: websocket servers on their own thread and event
+loop (:class:`LoopbackWebsocketServer`, the base; :class:`ScriptedExchangeServer`, an exchange with
+scripted faults) and a threaded HTTP server (:class:`LoopbackHttpServer`, REST answers and errors)."""
 
 from __future__ import annotations
 
 import asyncio
+import http.server
 import threading
-from typing import Self
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import Any, Self
 
 import websockets
 from websockets.asyncio.server import ServerConnection
@@ -43,3 +49,180 @@ class LoopbackWebsocketServer:
 
     async def _handler(self, ws: ServerConnection) -> None:
         raise NotImplementedError
+
+
+class ScriptedExchangeServer(LoopbackWebsocketServer):
+    """An exchange-like websocket server (Bybit, OKX: the client subscribes, then data flows) with
+    scripted faults, for resilience tests.
+
+    On every connection it answers each client message with ``respond(message)`` (subscription
+    acks, pongs) and, once ``subscriptions`` messages containing ``subscribe_marker`` arrived, sends
+    ``messages`` from a cursor shared across connections (so a reconnect resumes where the last
+    connection stopped), ``interval_s`` apart. Faults, keyed by message index, each fire once:
+
+    * ``drop_after``: after sending that message, abort the TCP connection (no close frame; the
+      client sees code 1006);
+    * ``stall_at``: before sending that message, go silent, no data and no replies (a dead peer),
+      until the client closes the connection;
+    * ``garbage_before``: send this frame before that message.
+
+    After the last message the server idles: it keeps answering the client (pings) and sends
+    nothing else. ``received`` holds every client message, ``replies`` every reply sent, ``sent``
+    ``(time.time(), frame)`` of every scripted frame (garbage included), ``paths`` each
+    connection's request path.
+    """
+
+    def __init__(
+        self,
+        messages: list[str],
+        respond: Callable[[str], list[str]],
+        *,
+        subscriptions: int = 1,
+        subscribe_marker: str = '"op":"subscribe"',
+        interval_s: float = 0.0,
+        drop_after: set[int] | None = None,
+        stall_at: set[int] | None = None,
+        garbage_before: dict[int, str] | None = None,
+    ) -> None:
+        self.messages = messages
+        self.respond = respond
+        self.subscriptions = subscriptions
+        self.subscribe_marker = subscribe_marker
+        self.interval_s = interval_s
+        self.drop_after = set(drop_after or ())
+        self.stall_at = set(stall_at or ())
+        self.garbage_before = dict(garbage_before or {})
+        self.cursor = 0
+        self.connections = 0
+        self.received: list[str] = []
+        self.replies: list[str] = []
+        self.sent: list[tuple[float, str]] = []
+        self.paths: list[str] = []
+        super().__init__()
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        self.connections += 1
+        self.paths.append(ws.request.path if ws.request else "")
+        subscribed = asyncio.Event()
+        silent = False
+
+        async def answer() -> None:
+            count = 0
+            async for message in ws:
+                text = message if isinstance(message, str) else message.decode("utf-8", "replace")
+                self.received.append(text)
+                if silent:
+                    continue
+                for reply in self.respond(text):
+                    await ws.send(reply)
+                    self.replies.append(reply)
+                if self.subscribe_marker in text:
+                    count += 1
+                    if count >= self.subscriptions:
+                        subscribed.set()
+
+        answering = asyncio.create_task(answer())
+        waiting = asyncio.create_task(subscribed.wait())
+        try:
+            await asyncio.wait({answering, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            if not subscribed.is_set():
+                return
+            while self.cursor < len(self.messages):
+                index = self.cursor
+                if index in self.stall_at:
+                    self.stall_at.discard(index)
+                    silent = True
+                    await ws.wait_closed()
+                    return
+                if index in self.garbage_before:
+                    frame = self.garbage_before.pop(index)
+                    await ws.send(frame)
+                    self.sent.append((time.time(), frame))
+                await ws.send(self.messages[index])
+                self.sent.append((time.time(), self.messages[index]))
+                self.cursor += 1
+                if index in self.drop_after:
+                    self.drop_after.discard(index)
+                    await asyncio.sleep(0.1)  # let the kernel deliver what was sent, then cut
+                    ws.transport.abort()
+                    return
+                if self.interval_s:
+                    await asyncio.sleep(self.interval_s)
+            await answering  # idle: keep answering until the client leaves
+        except websockets.ConnectionClosed:
+            return
+        finally:
+            answering.cancel()
+            waiting.cancel()
+
+
+class LoopbackHttpServer:
+    """A threaded HTTP server on 127.0.0.1 at a free ``port``, inside a ``with`` block.
+
+    ``GET path?query`` is answered with ``bodies[path]``: bytes, or a function of the parsed query
+    (``{name: [values]}``) returning bytes (None: 404). The first requests get the ``failures``
+    in order instead, each ``(status, headers)`` with the body ``failure_body``. ``requests`` holds
+    ``(time.monotonic(), path with query, status)`` of every request.
+    """
+
+    def __init__(
+        self,
+        bodies: dict[str, bytes | Callable[[dict[str, list[str]]], bytes | None]],
+        *,
+        failures: list[tuple[int, dict[str, str]]] | None = None,
+        failure_body: bytes = b'{"error":"scripted failure"}',
+    ) -> None:
+        self.bodies = bodies
+        self.failures = list(failures or ())
+        self.failure_body = failure_body
+        self.requests: list[tuple[float, str, int]] = []
+        self.lock = threading.Lock()
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                status, headers, body = owner._answer(self.path)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def _answer(self, target: str) -> tuple[int, dict[str, str], bytes]:
+        path, _, query = target.partition("?")
+        with self.lock:
+            failure = self.failures.pop(0) if self.failures else None
+        if failure is not None:
+            status, headers, body = failure[0], failure[1], self.failure_body
+        else:
+            source = self.bodies.get(path)
+            found = source(urllib.parse.parse_qs(query)) if callable(source) else source
+            if found is None:
+                status, headers, body = 404, {}, b'{"error":"not found"}'
+            else:
+                status, headers, body = 200, {}, found
+        with self.lock:
+            self.requests.append((time.monotonic(), target, status))
+        return status, headers, body
+
+    def statuses(self, path: str = "") -> list[int]:
+        """The statuses answered so far, in order (for requests whose path starts with ``path``)."""
+        with self.lock:
+            return [status for _, target, status in self.requests if target.startswith(path)]
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()

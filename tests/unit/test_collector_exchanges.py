@@ -1,4 +1,4 @@
-"""Bybit and OKX exchange modules (routing, subscriptions, book sequencing) and batch appends."""
+"""Bybit and OKX exchange modules (routing, subscriptions, book sequencing, REST polls) and batch appends."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import pytest
 
 from moonstream.collector.exchanges import CONNECTION, EXCHANGES, VENUE_WIDE, bybit, get_exchange, okx
 from moonstream.collector.rawfile import MinuteFileWriter, RawFormatError, read_minute
+from moonstream.jobs.events import LongShortRatio
+from moonstream.jobs.normalize import NORMALIZERS, bybit as bybit_normalizer, okx as okx_normalizer
 from moonstream.store import LocalStore
 from tests.conftest import REPO_ROOT
 
@@ -119,6 +121,55 @@ def test_okx_book_sequencer() -> None:
     assert seq.check("BTC", "ws:books", _book("update", 99, 101)) is not None
     assert seq.check("BTC", "ws:trades", _book("update", 1, 2)) is None
     assert okx.BookSequencer.channels == frozenset({"ws:books"})
+
+
+def test_bybit_rest_polls() -> None:
+    """The long/short account ratio, per symbol, every 60 s, with the parameters Bybit documents
+    for ``GET /v5/market/account-ratio``; its tag is one the Bybit normalizer reads."""
+    (poll,) = bybit.rest_polls("ETH")
+    assert (poll.channel, poll.interval_s, poll.snapshot) == ("rest:ratio:account-ratio", 60.0, False)
+    assert poll.url("https://api.bybit.com/") == (
+        "https://api.bybit.com/v5/market/account-ratio?category=linear&symbol=ETHUSDT&period=5min&limit=1"
+    )
+    assert bybit.rest_channel("/v5/market/account-ratio/") == poll.channel
+    assert bybit.rest_channel("/v5/market/orderbook") is None
+    assert poll.channel in bybit_normalizer.CHANNELS
+    assert bybit.SPEC.rest_polls is bybit.rest_polls
+    # Bybit answers an IP over its limit with 403 ("access too frequent"): it pauses every poll too
+    assert bybit.SPEC.rate_limit_statuses == frozenset({403, 429})
+    assert get_exchange("binance").rate_limit_statuses == frozenset({418, 429})
+
+
+def test_okx_rest_polls() -> None:
+    """The contract's long/short account ratio, per symbol, every 60 s; no open-interest or book
+    poll (the websocket carries both)."""
+    (poll,) = okx.rest_polls("SOL")
+    assert (poll.channel, poll.interval_s, poll.snapshot) == ("rest:ratio:longShortAccountRatio", 60.0, False)
+    assert poll.url("https://www.okx.com") == (
+        "https://www.okx.com/api/v5/rubik/stat/contracts/long-short-account-ratio-contract"
+        "?instId=SOL-USDT-SWAP&period=5m&limit=1"
+    )
+    assert okx.rest_channel(poll.path) == poll.channel  # the importers' tag for the same endpoint
+    assert poll.channel in okx_normalizer.CHANNELS
+    assert okx.SPEC.rate_limit_statuses == frozenset({418, 429})  # OKX: HTTP 429, code 50011
+
+
+def test_rest_bodies_route_to_the_normalizers(tmp_path: Path) -> None:
+    """A documented REST body under its poll's tag, written to a minute file and read back,
+    normalizes to the exchange's events: the collector's tags and the normalizers' agree."""
+    store = LocalStore(tmp_path / "data")
+    for exchange, poll, body in (
+        ("bybit", bybit.rest_polls("BTC")[0], _doc("bybit", "account_ratio.json")),
+        ("okx", okx.rest_polls("BTC")[0], _doc("okx", "long_short_account_ratio_contract.json")),
+    ):
+        writer = MinuteFileWriter(tmp_path / "spool" / exchange, store, "c1")
+        writer.append("BTC", exchange, T0 + 5, poll.channel, body)
+        writer.close(T0 + 120 * 10**9)
+        records = read_minute(store, "BTC", T0 // 60_000_000_000)
+        (record,) = [r for r in records if r.exchange == exchange]
+        assert (record.channel, record.payload) == (poll.channel, body)
+        events = NORMALIZERS[exchange](record, "BTC")
+        assert events and all(isinstance(e, LongShortRatio) and e.recv_ns == T0 + 5 for e in events)
 
 
 def test_append_many_matches_append(tmp_path: Path) -> None:

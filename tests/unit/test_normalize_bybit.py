@@ -16,8 +16,10 @@ from moonstream.jobs.events import (
     ConnectionEvent,
     LiquidatedSide,
     Liquidation,
+    LongShortRatio,
     MarkPriceUpdate,
     OpenInterest,
+    RatioKind,
     TakerSide,
     Trade,
     dedup_key,
@@ -275,9 +277,63 @@ def test_connection_events_are_bybit_events() -> None:
     ]
 
 
+def test_account_ratio_fields() -> None:
+    """Bybit's documented ``/v5/market/account-ratio`` response: the shares as sent, the ratio
+    computed from them (Bybit sends none), the period's start as ``ts_ns``."""
+    events = bybit.normalize(rec("rest:ratio:account-ratio", payload("account_ratio.json")), "BTC")
+    assert events == [
+        LongShortRatio(
+            exchange="bybit",
+            symbol="BTC",
+            recv_ns=RECV,
+            ts_ns=1_695_772_800_000_000_000,
+            kind=RatioKind.GLOBAL_ACCOUNT,
+            long_short_ratio=D("1.367984844896992659246980819"),  # 0.5777 / 0.4223, 28 digits
+            long_share=D("0.5777"),
+            short_share=D("0.4223"),
+        )
+    ]
+    (event,) = events
+    assert isinstance(event, LongShortRatio)
+    assert str(event.long_share) == "0.5777" and str(event.short_share) == "0.4223"  # the strings, exactly
+    assert abs(event.long_short_ratio * event.short_share - event.long_share) < D("1e-26")
+
+
+def test_account_ratio_rows_in_order_and_empty_list() -> None:
+    msg = message("account_ratio.json")
+    row = msg["result"]["list"][0]
+    msg["result"]["list"] = [
+        row,
+        {**row, "buyRatio": "0.5", "sellRatio": "0.5", "timestamp": "1695772500000"},
+    ]
+    events = bybit.parse_account_ratio(msg, "BTC", RECV)
+    assert [(e.ts_ns, e.long_short_ratio) for e in events] == [
+        (1_695_772_800_000_000_000, D("1.367984844896992659246980819")),
+        (1_695_772_500_000_000_000, D("1")),
+    ]
+    msg["result"]["list"] = []
+    assert bybit.parse_account_ratio(msg, "BTC", RECV) == []
+
+
+def test_account_ratio_error_bodies() -> None:
+    limited = {"retCode": 10006, "retMsg": "Too many visits!", "result": {}, "retExtInfo": {}, "time": 1}
+    with pytest.raises(MalformedMessage, match="retCode=10006") as info:
+        bybit.normalize(rec("rest:ratio:account-ratio", limited), "BTC")
+    assert info.value.channel == "rest:ratio:account-ratio"
+    with pytest.raises(MalformedMessage, match="retCode='0'"):
+        bybit.parse_account_ratio({**message("account_ratio.json"), "retCode": "0"}, "BTC", RECV)
+
+
 def test_registered() -> None:
     assert NORMALIZERS["bybit"] is bybit.normalize
-    assert {"ws:publicTrade", "ws:allLiquidation", "ws:tickers", "ws:orderbook", "ws:op"} == bybit.CHANNELS
+    assert {
+        "ws:publicTrade",
+        "ws:allLiquidation",
+        "ws:tickers",
+        "ws:orderbook",
+        "ws:op",
+        "rest:ratio:account-ratio",
+    } == bybit.CHANNELS
 
 
 # --- bad input ------------------------------------------------------------------------------------
@@ -447,6 +503,60 @@ _DELETE = object()
             "pair",
         ),
         ("ws:orderbook", "orderbook_snapshot.json", "BTC", ("data", "u"), _DELETE, MalformedMessage, "'u'"),
+        (
+            "rest:ratio:account-ratio",
+            "account_ratio.json",
+            "ETH",
+            ("result", "list", 0, "symbol"),
+            "BTCUSDT",
+            SymbolMismatch,
+            "ETHUSDT",
+        ),
+        (
+            "rest:ratio:account-ratio",
+            "account_ratio.json",
+            "BTC",
+            ("result", "list", 0, "sellRatio"),
+            "0",
+            InvalidValue,
+            "sellRatio",
+        ),
+        (
+            "rest:ratio:account-ratio",
+            "account_ratio.json",
+            "BTC",
+            ("result", "list", 0, "buyRatio"),
+            "-0.1",
+            InvalidValue,
+            "buyRatio",
+        ),
+        (
+            "rest:ratio:account-ratio",
+            "account_ratio.json",
+            "BTC",
+            ("result", "list", 0, "buyRatio"),
+            "NaN",
+            InvalidValue,
+            "buyRatio",
+        ),
+        (
+            "rest:ratio:account-ratio",
+            "account_ratio.json",
+            "BTC",
+            ("result", "list", 0, "timestamp"),
+            _DELETE,
+            MalformedMessage,
+            "'timestamp'",
+        ),
+        (
+            "rest:ratio:account-ratio",
+            "account_ratio.json",
+            "BTC",
+            ("result",),
+            [],
+            MalformedMessage,
+            "result",
+        ),
     ],
 )
 def test_bad_fields_are_rejected_with_context(
@@ -494,6 +604,8 @@ def test_two_collectors_copies_of_a_minute_are_one() -> None:
         rec("ws:tickers", payload("tickers_snapshot.json"), RECV + 9, "c2"),
         rec("ws:orderbook", payload("orderbook_snapshot.json"), RECV, "c1"),
         rec("ws:orderbook", payload("orderbook_snapshot.json"), RECV + 3, "c2"),
+        rec("rest:ratio:account-ratio", payload("account_ratio.json"), RECV, "c1"),
+        rec("rest:ratio:account-ratio", payload("account_ratio.json"), RECV + 60, "c1"),  # the next poll
         rec("ws:publicTrade", _with("public_trade.json", ("data", 0, "p"), "NaN"), RECV, "c1"),
     ]
     stats = NormalizeStats()
@@ -504,9 +616,10 @@ def test_two_collectors_copies_of_a_minute_are_one() -> None:
         "MarkPriceUpdate",
         "OpenInterest",
         "BookSnapshot",
+        "LongShortRatio",
     ]
     assert all(e.recv_ns == RECV for e in events)  # the first copy is kept
-    assert stats.duplicates == 5
+    assert stats.duplicates == 6
     assert stats.errors == {"InvalidValue": 1}
 
 
@@ -530,6 +643,14 @@ def test_dedup_keys() -> None:
     assert dedup_key(deeper) != dedup_key(snap)  # another depth is another book
     mark = bybit.parse_tickers(message("tickers_snapshot.json"), "BTC", RECV)[0]
     assert dedup_key(mark) == ("MarkPriceUpdate", "bybit", "BTC", 1_673_272_861_686_000_000)
+    (ratio,) = bybit.parse_account_ratio(message("account_ratio.json"), "BTC", RECV)
+    assert dedup_key(ratio) == (
+        "LongShortRatio",
+        "bybit",
+        "BTC",
+        RatioKind.GLOBAL_ACCOUNT,
+        1_695_772_800_000_000_000,
+    )
 
 
 def test_replies_to_our_own_requests_are_not_errors() -> None:

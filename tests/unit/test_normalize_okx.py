@@ -18,8 +18,10 @@ from moonstream.jobs.events import (
     ConnectionEvent,
     LiquidatedSide,
     Liquidation,
+    LongShortRatio,
     MarkPriceUpdate,
     OpenInterest,
+    RatioKind,
     TakerSide,
     Trade,
     dedup_key,
@@ -297,6 +299,49 @@ def test_rest_open_interest() -> None:
         )
 
 
+def test_contract_long_short_ratio_fields() -> None:
+    """OKX's documented contract long/short ratio response: one event per ``[ts, ratio]`` row, in
+    order, the ratio as sent and the shares derived from it (OKX sends no shares)."""
+    channel = "rest:ratio:longShortAccountRatio"
+    events = okx.normalize(rec(channel, payload("long_short_account_ratio_contract.json")), "BTC")
+    common = {
+        "exchange": "okx",
+        "symbol": "BTC",
+        "recv_ns": RECV,
+        "ts_ns": 1_701_417_600_000_000_000,
+        "kind": RatioKind.GLOBAL_ACCOUNT,
+    }
+    assert events == [
+        LongShortRatio(
+            **common,  # type: ignore[arg-type]
+            long_short_ratio=D("1.1739"),
+            long_share=D("0.5399972399834399006394038364"),  # 1.1739 / 2.1739
+            short_share=D("0.4600027600165600993605961636"),  # 1 / 2.1739
+        ),
+        LongShortRatio(
+            **common,  # type: ignore[arg-type]
+            long_short_ratio=D("0.1236"),
+            long_share=D("0.1100035599857600569597721609"),  # 0.1236 / 1.1236
+            short_share=D("0.8899964400142399430402278391"),
+        ),
+    ]
+    for event in events:
+        assert isinstance(event, LongShortRatio)
+        assert event.long_share + event.short_share == 1
+        assert abs(event.long_share / event.short_share - event.long_short_ratio) < D("1e-25")
+    assert isinstance(events[0], LongShortRatio)
+    assert str(events[0].long_short_ratio) == "1.1739"  # the string as sent
+
+
+def test_contract_long_short_ratio_error_bodies() -> None:
+    channel = "rest:ratio:longShortAccountRatio"
+    limited = {"code": "50011", "msg": "Rate limit reached. Please refer to API documentation.", "data": []}
+    with pytest.raises(MalformedMessage, match="code='50011'") as info:
+        okx.normalize(rec(channel, limited), "BTC")
+    assert (info.value.exchange, info.value.channel) == ("okx", channel)
+    assert okx.normalize(rec(channel, {"code": "0", "msg": "", "data": []}), "BTC") == []
+
+
 def test_books_snapshot_fields_in_base_units() -> None:
     (event,) = okx.normalize(rec("ws:books", payload("books_snapshot.json")), "BTC")
     assert isinstance(event, BookSnapshot)
@@ -385,6 +430,7 @@ def test_registered() -> None:
         "ws:event",
         "ws:pong",
         "rest:oi",
+        "rest:ratio:longShortAccountRatio",
     } == okx.CHANNELS
 
 
@@ -630,6 +676,54 @@ def _update() -> dict[str, Any]:
             "action",
         ),
         ("ws:books", _update, ("data", 0, "prevSeqId"), _DELETE, MalformedMessage, "'prevSeqId'"),
+        (
+            "rest:ratio:longShortAccountRatio",
+            lambda: message("long_short_account_ratio_contract.json"),
+            ("data", 0, 1),
+            "-1.2",
+            InvalidValue,
+            "longShortAcctRatio",
+        ),
+        (
+            "rest:ratio:longShortAccountRatio",
+            lambda: message("long_short_account_ratio_contract.json"),
+            ("data", 0, 1),
+            "Infinity",
+            InvalidValue,
+            "longShortAcctRatio",
+        ),
+        (
+            "rest:ratio:longShortAccountRatio",
+            lambda: message("long_short_account_ratio_contract.json"),
+            ("data", 0, 0),
+            "2023-12-01",
+            InvalidValue,
+            "ts",
+        ),
+        (
+            "rest:ratio:longShortAccountRatio",
+            lambda: message("long_short_account_ratio_contract.json"),
+            ("data", 1),
+            ["1701417600000"],
+            MalformedMessage,
+            "row",
+        ),
+        (
+            "rest:ratio:longShortAccountRatio",
+            lambda: message("long_short_account_ratio_contract.json"),
+            ("data",),
+            {"ts": "1701417600000"},
+            MalformedMessage,
+            "data",
+        ),
+        (
+            "rest:ratio:longShortAccountRatio",
+            lambda: message("long_short_account_ratio_contract.json"),
+            ("code",),
+            _DELETE,
+            MalformedMessage,
+            "code=None",
+        ),
     ],
 )
 def test_bad_fields_are_rejected_with_context(
@@ -666,6 +760,7 @@ def test_two_collectors_copies_of_a_minute_are_one() -> None:
         ("ws:mark-price", payload("mark_price.json")),
         ("ws:open-interest", payload("open_interest.json")),
         ("ws:books", payload("books_snapshot.json")),
+        ("rest:ratio:longShortAccountRatio", payload("long_short_account_ratio_contract.json")),
     ]
     records = [
         rec(channel, data, RECV + i, collector)
@@ -680,8 +775,10 @@ def test_two_collectors_copies_of_a_minute_are_one() -> None:
         "MarkPriceUpdate",
         "OpenInterest",
         "BookSnapshot",
+        "LongShortRatio",
     ]
-    assert stats.duplicates == 5
+    # the docs' ratio example holds two rows with one ts: the second is a duplicate, as are c2's two
+    assert stats.duplicates == 5 + 3
     assert stats.error_total() == 0
 
 
@@ -708,3 +805,13 @@ def test_dedup_keys() -> None:
         D("0.13"),
     )
     assert instruments.contract_value("BTC-USDT-SWAP") == D("0.01")
+    ratio = okx.parse_contract_long_short_ratio(
+        message("long_short_account_ratio_contract.json"), "BTC", RECV
+    )
+    assert dedup_key(ratio[0]) == (
+        "LongShortRatio",
+        "okx",
+        "BTC",
+        RatioKind.GLOBAL_ACCOUNT,
+        1_701_417_600_000_000_000,
+    )

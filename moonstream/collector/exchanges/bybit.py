@@ -8,6 +8,8 @@ The raw-file channel tag is ``ws:`` plus the topic's first part (``ws:orderbook`
 ``ws:allLiquidation``, ``ws:tickers``; what :mod:`moonstream.jobs.normalize.bybit` reads). Replies
 to our own requests (``{"success":true,"ret_msg":"pong","conn_id":"..","op":"ping"}``, subscription
 acknowledgements) carry ``op`` and are ``ws:op``, kept in the connection's first symbol's file.
+REST responses are recorded under ``rest:`` tags (:func:`rest_channel`; the live collector polls
+the long/short account ratio, ``rest:ratio:account-ratio``).
 The module's :data:`SPEC` (end of file) is what the live collector uses.
 """
 
@@ -38,6 +40,15 @@ PING = '{"op":"ping"}'
 PING_INTERVAL_S = 20.0
 """Bybit: "we recommend that you send the ping heartbeat packet every 20 seconds"."""
 OP_CHANNEL = "ws:op"
+RATIO_PATH = "/v5/market/account-ratio"
+RATIO_CHANNEL = "rest:ratio:account-ratio"
+RATIO_PERIOD = "5min"
+"""Bybit's finest ``period`` (``5min``, ``15min``, ``30min``, ``1h``, ``4h``, ``1d``)."""
+RATIO_INTERVAL_S = 60.0
+REST_CHANNELS = {RATIO_PATH: RATIO_CHANNEL}
+RATE_LIMIT_STATUSES = frozenset({403, 429})
+"""Bybit v5 "Rate Limit": an IP over the limit gets HTTP 403 ("access too frequent"; banned for a
+while), so 403 pauses every poll like a 429 does."""
 
 _TOPIC_PREFIX = b'{"topic":"'
 _ROUTE_CACHE: dict[bytes, tuple[str, str] | None] = {}
@@ -117,9 +128,29 @@ def route_message(payload: bytes) -> tuple[str, str] | None:
     return _target(message)
 
 
+def rest_channel(path: str) -> str | None:
+    """Channel tag of a REST path (``/v5/market/account-ratio`` -> ``rest:ratio:account-ratio``),
+    None if unrecorded."""
+    return REST_CHANNELS.get(path.rstrip("/"))
+
+
 def rest_polls(symbol: str) -> tuple[RestPoll, ...]:
-    """None: the websocket carries book snapshots, open interest and mark price (``tickers``)."""
-    return ()
+    """The long/short account ratio every 60 s: ``GET /v5/market/account-ratio?category=linear&
+    symbol=BTCUSDT&period=5min&limit=1`` (the latest 5-minute row; a row repeats until the next
+    period, the normalizer's dedup key drops the copies).
+
+    Not polled: open interest (``/v5/market/open-interest`` is a 5-minute history; ``tickers``
+    pushes ``openInterest`` as it changes) and the order book (``/v5/market/orderbook``: the
+    ``orderbook.50`` topic starts every subscription with a snapshot, Bybit re-sends one itself
+    after a problem on its side, and without a sequence check there is no gap to repair).
+    """
+    params = (
+        ("category", "linear"),
+        ("symbol", exchange_instrument(EXCHANGE, symbol)),
+        ("period", RATIO_PERIOD),
+        ("limit", "1"),
+    )
+    return (RestPoll(RATIO_CHANNEL, RATIO_PATH, params, RATIO_INTERVAL_S),)
 
 
 SPEC: ExchangeSpec = ExchangeSpec(
@@ -139,4 +170,5 @@ SPEC: ExchangeSpec = ExchangeSpec(
     app_ping_interval_s=PING_INTERVAL_S,
     app_ping_timeout_s=10.0,
     max_connection_age_s=float("inf"),  # no documented connection age limit
+    rate_limit_statuses=RATE_LIMIT_STATUSES,
 )

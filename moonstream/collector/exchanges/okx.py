@@ -20,11 +20,16 @@ from moonstream.symbols import Exchange, exchange_instrument, symbol_from_instru
 EXCHANGE = Exchange.OKX
 
 _CHANNEL_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+RATIO_PATH = "/api/v5/rubik/stat/contracts/long-short-account-ratio-contract"
+RATIO_CHANNEL = "rest:ratio:longShortAccountRatio"
+RATIO_PERIOD = "5m"
+"""OKX's finest ``period`` for the contract long/short ratio (``5m/15m/30m/1H/...``)."""
+RATIO_INTERVAL_S = 60.0
 _REST_CHANNELS = {
     "/api/v5/market/books": "rest:depth",
     "/api/v5/market/books-full": "rest:depth",
     "/api/v5/public/open-interest": "rest:oi",
-    "/api/v5/rubik/stat/contracts/long-short-account-ratio-contract": "rest:ratio:longShortAccountRatio",
+    RATIO_PATH: RATIO_CHANNEL,
 }
 
 
@@ -196,8 +201,18 @@ def wide_symbols(payload: bytes) -> tuple[str, ...]:
 
 
 def rest_polls(symbol: str) -> tuple[RestPoll, ...]:
-    """None: books snapshots come with each (re)subscription, open interest on its channel."""
-    return ()
+    """The contract's long/short account ratio every 60 s: ``GET /api/v5/rubik/stat/contracts/
+    long-short-account-ratio-contract?instId=BTC-USDT-SWAP&period=5m&limit=1`` (the latest
+    5-minute row; OKX allows 5 requests per 2 s per IP and instrument).
+
+    The per-contract endpoint, not the per-currency ``long-short-account-ratio?ccy=BTC``, which
+    mixes every BTC futures and swap (coin- and USDT-margined). Not polled: open interest
+    (``/api/v5/public/open-interest``; the ``open-interest`` channel pushes it) and books snapshots
+    (each (re)subscription of ``books`` starts with one; a gap resubscribes, see
+    :func:`resync_messages`).
+    """
+    params = (("instId", exchange_instrument(EXCHANGE, symbol)), ("period", RATIO_PERIOD), ("limit", "1"))
+    return (RestPoll(RATIO_CHANNEL, RATIO_PATH, params, RATIO_INTERVAL_S),)
 
 
 def resync_messages(symbol: str, channel: str) -> tuple[str, ...]:

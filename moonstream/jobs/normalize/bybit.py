@@ -1,12 +1,14 @@
-"""Bybit v5 linear (USDT perpetual) public websocket: raw records -> typed events (docs/normalizers.md).
+"""Bybit v5 linear (USDT perpetual) public websocket and REST: raw records -> typed events
+(docs/normalizers.md).
 
 Each ``parse_*`` function is pure: it takes one decoded WS message as received
-(``{"topic":"publicTrade.BTCUSDT","type":"snapshot","ts":...,"data":...}``), our symbol (``BTC``)
-and the receive time, and returns events or raises a
+(``{"topic":"publicTrade.BTCUSDT","type":"snapshot","ts":...,"data":...}``) or REST response body,
+our symbol (``BTC``) and the receive time, and returns events or raises a
 :class:`~moonstream.jobs.normalize.NormalizeError` subclass with a short reason. :func:`normalize`
 decodes a :class:`RawRecord`, dispatches on its channel tag (``ws:publicTrade``,
-``ws:allLiquidation``, ``ws:tickers``, ``ws:orderbook``, ``conn:*``) and attaches the record's
-context to any error. Validation helpers are Binance's, so every exchange rejects the same things.
+``ws:allLiquidation``, ``ws:tickers``, ``ws:orderbook``, ``rest:ratio:account-ratio``, ``conn:*``)
+and attaches the record's context to any error. Validation helpers are Binance's, so every
+exchange rejects the same things.
 
 Side conventions (Bybit v5 docs, https://bybit-exchange.github.io/docs/v5/websocket/public/):
 - publicTrade ``S`` is "Side of taker. ``Buy``,``Sell``": ``Buy`` -> :attr:`TakerSide.BUY`.
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 from moonstream.collector.rawfile import RawRecord
@@ -31,8 +33,10 @@ from moonstream.jobs.events import (
     Event,
     LiquidatedSide,
     Liquidation,
+    LongShortRatio,
     MarkPriceUpdate,
     OpenInterest,
+    RatioKind,
     TakerSide,
     Trade,
 )
@@ -61,6 +65,10 @@ from moonstream.symbols import Exchange, exchange_instrument
 EXCHANGE: str = Exchange.BYBIT.value
 
 _ONE = Decimal(1)
+_RATIO_CONTEXT = Context(prec=28)  # buyRatio / sellRatio: the same digits whatever the thread's context
+
+RATIO_CHANNEL = "rest:ratio:account-ratio"
+"""``GET /v5/market/account-ratio`` (the collector's tag, :mod:`moonstream.collector.exchanges.bybit`)."""
 
 _TAKER = {"Buy": TakerSide.BUY, "Sell": TakerSide.SELL}  # key: publicTrade S, "Side of taker"
 _LIQUIDATED = {
@@ -321,6 +329,51 @@ def parse_orderbook(msg: Any, symbol: str, recv_ns: int) -> BookSnapshot | BookD
     raise MalformedMessage(f"type {_short(kind)} is neither snapshot nor delta")
 
 
+# --- REST polls ----------------------------------------------------------------------------------
+
+
+@_parser
+def parse_account_ratio(msg: Any, symbol: str, recv_ns: int) -> list[LongShortRatio]:
+    """``GET /v5/market/account-ratio`` (``rest:ratio:account-ratio``): one
+    :class:`LongShortRatio` (``GLOBAL_ACCOUNT``) per row. Sample from Bybit's v5 docs ("Get Long
+    Short Ratio", indentation removed)::
+
+        {"retCode":0,"retMsg":"OK","result":{"list":[{"symbol":"BTCUSDT","buyRatio":"0.5777",
+         "sellRatio":"0.4223","timestamp":"1695772800000"}]},"retExtInfo":{},"time":1695785131028}
+
+    ``buyRatio``/``sellRatio`` are "the ratio of Bybit Futures accounts with net long / net short
+    position" (all accounts: ``GLOBAL_ACCOUNT``), so ``long_share``/``short_share``; Bybit sends no
+    ratio of the two, so ``long_short_ratio`` = ``buyRatio / sellRatio`` (Bybit's own definition,
+    28 significant digits; ``sellRatio`` 0 is an :class:`InvalidValue`). ``ts_ns`` is the row's
+    ``timestamp`` (the period's start). A ``retCode`` other than 0 (``10006`` "Too many visits!",
+    a bad parameter) is an error body: :class:`MalformedMessage` naming it.
+    """
+    data = _obj(msg, "message")
+    code = data["retCode"]
+    if type(code) is not int or code != 0:
+        raise MalformedMessage(f"exchange error response retCode={_short(code)}")
+    result = _obj(data["result"], "result")
+    out: list[LongShortRatio] = []
+    for raw in _rows(result["list"], "list"):
+        row = _obj(raw, "row")
+        _check_symbol(row["symbol"], symbol)
+        long_share = _qty(row["buyRatio"], "buyRatio")
+        short_share = _qty(row["sellRatio"], "sellRatio", allow_zero=False)
+        out.append(
+            LongShortRatio(
+                exchange=EXCHANGE,
+                symbol=symbol,
+                recv_ns=recv_ns,
+                ts_ns=_ms(row["timestamp"], "timestamp"),
+                kind=RatioKind.GLOBAL_ACCOUNT,
+                long_short_ratio=_RATIO_CONTEXT.divide(long_share, short_share),
+                long_share=long_share,
+                short_share=short_share,
+            )
+        )
+    return out
+
+
 # --- dispatch ------------------------------------------------------------------------------------
 
 _JsonParser = Callable[[Any, str, int], Sequence[Event]]
@@ -330,23 +383,24 @@ def _one(parser: Callable[[Any, str, int], Event]) -> _JsonParser:
     return lambda msg, symbol, recv_ns: (parser(msg, symbol, recv_ns),)
 
 
-_WS: dict[str, _JsonParser] = {
+_PARSERS: dict[str, _JsonParser] = {
     "ws:publicTrade": parse_public_trade,
     "ws:allLiquidation": parse_all_liquidation,
     "ws:tickers": parse_tickers,
     "ws:orderbook": _one(parse_orderbook),
+    RATIO_CHANNEL: parse_account_ratio,
 }
 
 # ws:op: the exchange's replies to our own subscribe and ping messages (acks, pongs): nothing to normalize.
 _IGNORED = frozenset({"ws:op"})
 
-CHANNELS: frozenset[str] = frozenset({*_WS, *_IGNORED})
+CHANNELS: frozenset[str] = frozenset({*_PARSERS, *_IGNORED})
 """Every channel tag :func:`normalize` knows, besides ``conn:*``."""
 
 
 def _dispatch(record: RawRecord, symbol: str) -> list[Event]:
     channel = record.channel
-    parser = _WS.get(channel)
+    parser = _PARSERS.get(channel)
     if parser is not None:
         return list(parser(_decode(record.payload), symbol, record.recv_ns))
     if channel.startswith("conn:"):

@@ -1,8 +1,8 @@
-"""OKX v5 USDT swaps, public websocket: raw records -> typed events (docs/normalizers.md).
+"""OKX v5 USDT swaps, public websocket and REST: raw records -> typed events (docs/normalizers.md).
 
 Each ``parse_*`` function is pure: it takes one decoded WS message as received
-(``{"arg":{"channel":"trades","instId":"BTC-USDT-SWAP"},"data":[...]}``), our symbol (``BTC``)
-and the receive time, and returns events or raises a
+(``{"arg":{"channel":"trades","instId":"BTC-USDT-SWAP"},"data":[...]}``) or REST response body,
+our symbol (``BTC``) and the receive time, and returns events or raises a
 :class:`~moonstream.jobs.normalize.NormalizeError` subclass with a short reason. :func:`normalize`
 decodes a :class:`RawRecord`, dispatches on its channel tag (``ws:`` + OKX's channel name, see
 :mod:`moonstream.collector.exchanges.okx`) and attaches the record's context to any error.
@@ -37,8 +37,10 @@ from moonstream.jobs.events import (
     Level,
     LiquidatedSide,
     Liquidation,
+    LongShortRatio,
     MarkPriceUpdate,
     OpenInterest,
+    RatioKind,
     TakerSide,
     Trade,
 )
@@ -69,6 +71,12 @@ _ZERO = Decimal(0)
 _INF = Decimal("Infinity")
 _EXACT = Context(prec=80)  # contracts × ctVal without rounding for any realistic size
 _OI_TOLERANCE = Decimal("0.000001")  # relative; oi × ctVal vs the exchange's own oiCcy
+_ONE = Decimal(1)
+_RATIO_CONTEXT = Context(prec=28)  # shares derived from the ratio: the same digits in every thread
+
+RATIO_CHANNEL = "rest:ratio:longShortAccountRatio"
+"""``GET /api/v5/rubik/stat/contracts/long-short-account-ratio-contract`` (the collector's tag,
+:mod:`moonstream.collector.exchanges.okx`)."""
 
 BOOK_DEPTHS: dict[str, int] = {"books": 400, "books5": 5}
 """OKX book channel -> number of levels it maintains (``BookSnapshot.depth``)."""
@@ -437,6 +445,49 @@ def parse_rest_open_interest(msg: Any, symbol: str, recv_ns: int) -> list[OpenIn
     return [_open_interest(_row(raw, symbol), symbol, recv_ns) for raw in rows]
 
 
+@_parser
+def parse_contract_long_short_ratio(msg: Any, symbol: str, recv_ns: int) -> list[LongShortRatio]:
+    """``GET /api/v5/rubik/stat/contracts/long-short-account-ratio-contract?instId=...``
+    (``rest:ratio:longShortAccountRatio``): one :class:`LongShortRatio` (``GLOBAL_ACCOUNT``) per
+    row. Sample from OKX's v5 docs ("Get contract long/short ratio"; its ``//`` comments and
+    trailing comma removed)::
+
+        {"code":"0","msg":"","data":[["1701417600000","1.1739"],["1701417600000","0.1236"]]}
+
+    Rows are ``[ts, longShortAcctRatio]``, "the ratio of users with net long vs net short
+    positions" of all traders of the contract (the response names no instrument: the poll's
+    ``instId`` is our symbol's). OKX sends only the ratio ``r``; every counted account is net long
+    or net short, so the shares are derived: ``long_share = r / (1 + r)``, ``short_share =
+    1 / (1 + r)`` (28 significant digits). ``ts_ns`` is ``ts``. A ``code`` other than ``"0"`` is an
+    error body (:class:`MalformedMessage`).
+    """
+    data = _obj(msg, "message")
+    if data.get("code") != "0":
+        raise MalformedMessage(f"exchange error response code={_short(data.get('code'))}")
+    rows = data["data"]
+    if type(rows) is not list:
+        raise MalformedMessage("data is not a list")
+    out: list[LongShortRatio] = []
+    for row in rows:
+        if type(row) is not list or len(row) < 2:
+            raise MalformedMessage("a row is not a [ts, ratio] list")
+        ratio = _qty(row[1], "longShortAcctRatio")
+        total = _ONE + ratio
+        out.append(
+            LongShortRatio(
+                exchange=EXCHANGE,
+                symbol=symbol,
+                recv_ns=recv_ns,
+                ts_ns=_ms(row[0], "ts"),
+                kind=RatioKind.GLOBAL_ACCOUNT,
+                long_short_ratio=ratio,
+                long_share=_RATIO_CONTEXT.divide(ratio, total),
+                short_share=_RATIO_CONTEXT.divide(_ONE, total),
+            )
+        )
+    return out
+
+
 # --- dispatch ------------------------------------------------------------------------------------
 
 _JsonParser = Callable[[Any, str, int], Sequence[Event]]
@@ -454,6 +505,7 @@ _PARSERS: dict[str, _JsonParser] = {
     "ws:books": _book_parser("books"),
     "ws:books5": _book_parser("books5"),
     "rest:oi": parse_rest_open_interest,
+    RATIO_CHANNEL: parse_contract_long_short_ratio,
 }
 # tickers: last price and best bid/ask with no sequence id, not used; pong: the collector's keepalive reply.
 _IGNORED = frozenset({"ws:tickers", "ws:pong"})
