@@ -26,7 +26,8 @@ from tqdm import tqdm
 from moonstream.collector.rawfile import ReadReport, list_raw_minutes, read_minute
 from moonstream.jobs.config import JobConfig
 from moonstream.jobs.minute import ENGINE_VERSIONS, JobContext, calibrate_if_window_end, run_minute
-from moonstream.jobs.state import SymbolState, checkpoint_key, load_state_before, read_checkpoint
+from moonstream.jobs.retention import state_before
+from moonstream.jobs.state import SymbolState, checkpoint_key, read_checkpoint
 from moonstream.publish.site import publish_static_assets
 from moonstream.timeutil import iso_minute
 
@@ -108,7 +109,7 @@ def _starting_state(ctx: JobContext, symbol: str, first: int, last: int) -> tupl
         state = read_checkpoint(ctx.data, symbol, done, ENGINE_VERSIONS)
         if state is not None:
             return done + 1, state, done - first + 1
-    state = load_state_before(ctx.data, symbol, first, ENGINE_VERSIONS)
+    state = state_before(ctx, symbol, first)  # recomputes a pruned checkpoint as the first run had it
     if state.minute is None:
         state = _warm_up(ctx, symbol, first, state)
     return first, state, 0
@@ -179,6 +180,8 @@ def backfill_symbol(
         for exchange in result.missing_exchanges:
             report.missing_exchange_minutes[exchange] = report.missing_exchange_minutes.get(exchange, 0) + 1
         _tell(progress, 1)
+    ctx.site.barrier()
+    ctx.data.barrier()
     report.duration_s = time.perf_counter() - started
     return report
 

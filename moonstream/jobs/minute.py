@@ -10,18 +10,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from moonstream.collector.rawfile import RawRecord, ReadReport, raw_key, read_minute
 from moonstream.jobs.calibrate import (
     WINDOW_MINUTES as CALIBRATION_WINDOW_MINUTES,
+    WindowMinutes,
     run_calibration,
     weights_for_minute,
+    window_minute,
 )
 from moonstream.jobs.collector_status import read_collector_status
 from moonstream.jobs.config import JobConfig
 from moonstream.jobs.engines import ENGINES, engine_versions, has_liquidation_engines, products
+from moonstream.jobs.events import Event
 from moonstream.jobs.normalize import NormalizeStats, normalize_records
 from moonstream.jobs.state import SymbolState, load_state_before, save_state
 from moonstream.publish.layout import SiteLayout
@@ -45,6 +48,8 @@ class JobContext:
     data: Store
     site: Store
     layout: SiteLayout
+    window_minutes: WindowMinutes = field(default_factory=WindowMinutes, compare=False, repr=False)
+    """The calibration inputs of recent minutes, filled by :func:`run_minute`."""
 
     @classmethod
     def open(cls, config: JobConfig) -> JobContext:
@@ -53,7 +58,9 @@ class JobContext:
             gzip_json=config.gzip_json,
             pointer_ttl_seconds=config.pointer_ttl_seconds,
         )
-        return cls(config, open_store(config.data_url), open_store(config.site_url), layout)
+        # Durability by barriers (publisher, state, calibrator), not an fsync per file: see LocalStore.
+        data = open_store(config.data_url, fsync_each_write=False)
+        return cls(config, data, open_store(config.site_url, fsync_each_write=False), layout)
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,7 @@ class MinuteOutputs:
     source_summary: dict[str, Any]
     normalize: NormalizeStats
     blobs: dict[str, bytes]
+    events: Sequence[Event] = ()
 
 
 @dataclass(frozen=True)
@@ -134,9 +142,10 @@ def compute_minute(
                 )
             documents[product] = {**envelope, "product": product, "engine_version": engine.version, **body}
         blobs.update(result.blobs)
-    raw_files = tuple(sorted({raw_key(symbol, minute, r.exchange, r.collector) for r in records}))
+    files = {(r.exchange, r.collector) for r in records}
+    raw_files = tuple(sorted(raw_key(symbol, minute, exchange, collector) for exchange, collector in files))
     new_state = SymbolState(symbol, minute, dict(ENGINE_VERSIONS), engine_states, raw_files)
-    return MinuteOutputs(new_state, documents, sources, stats, blobs)
+    return MinuteOutputs(new_state, documents, sources, stats, blobs, events)
 
 
 def with_calibrator_weights(state: SymbolState, weights: dict[str, float] | None) -> SymbolState:
@@ -182,6 +191,10 @@ def run_minute(
     read_report = ReadReport()
     records = read_minute(ctx.data, symbol, minute, report=read_report)
     outputs = compute_minute(state, symbol, minute, records, ctx.config.exchanges)
+    if has_liquidation_engines(symbol):
+        read_errors = read_report.lines_malformed + len(read_report.files_corrupt)
+        inputs = window_minute(outputs.events, minute, read_errors, outputs.normalize.error_total())
+        ctx.window_minutes.put(symbol, minute, inputs)
     lag_s = None if now_ns is None else round((now_ns - minute_start_ns(minute + 1)) / 1e9, 3)
     live = None
     if now_ns is not None:

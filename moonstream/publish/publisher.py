@@ -102,8 +102,11 @@ class Publication:
         try:
             for item in self._immutables:
                 self._write_immutable(item, report)
+            if self._immutables and self._pointers:
+                self._store.barrier()  # no pointer may name an object a power loss could take back
             for pointer in self._pointers:
                 self._write_pointer(pointer, report)
+            self._store.barrier()
         except StoreError as exc:
             raise PublishError(f"publishing to {self._store.url} failed: {type(exc).__name__}") from exc
         return report

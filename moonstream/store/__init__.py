@@ -66,24 +66,25 @@ def s3_endpoint_from_env() -> str | None:
     return None
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, fsync_each_write: bool = True) -> Store:
     """The store a location URL names.
 
     * a plain path (``./var/site``) or ``file:///abs/path`` -> :class:`LocalStore` (directory created);
     * ``s3://bucket`` or ``s3://bucket/prefix`` -> :class:`S3Store`, endpoint from the environment.
 
-    Any other scheme raises :class:`ValueError`.
+    Any other scheme raises :class:`ValueError`. ``fsync_each_write=False`` opens a local store
+    whose durability comes from :meth:`Store.barrier` (see :class:`LocalStore`); S3 ignores it.
     """
     if not url:
         raise ValueError("empty store URL: give a directory, file:///path or s3://bucket/prefix")
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme == "":
-        return _local(Path(url))
+        return _local(Path(url), fsync_each_write)
     if scheme == "file":
         if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
             raise ValueError(f"unsupported file URL {url!r}: use file:///absolute/path")
-        return _local(Path(unquote(parts.path)))
+        return _local(Path(unquote(parts.path)), fsync_each_write)
     if scheme == "s3":
         if not parts.netloc or parts.query or parts.fragment:
             raise ValueError(f"invalid S3 URL {url!r}: use s3://bucket or s3://bucket/prefix")
@@ -94,6 +95,6 @@ def open_store(url: str) -> Store:
     )
 
 
-def _local(root: Path) -> LocalStore:
+def _local(root: Path, fsync_each_write: bool) -> LocalStore:
     root.mkdir(parents=True, exist_ok=True)
-    return LocalStore(root)
+    return LocalStore(root, fsync_each_write=fsync_each_write)

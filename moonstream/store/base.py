@@ -114,6 +114,13 @@ class Store(abc.ABC):
     def delete(self, key: str) -> None:
         """Remove the key if present (absent is not an error)."""
 
+    def barrier(self) -> None:
+        """Make every write so far durable before any write after this call.
+
+        A no-op for stores whose writes are durable when they return (S3, a :class:`LocalStore`
+        that fsyncs each write); writers call it between an object and whatever names it."""
+        return None
+
     def read_bytes(self, key: str) -> bytes:
         return self.read(key).data
 

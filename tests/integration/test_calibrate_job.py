@@ -25,7 +25,7 @@ from moonstream.jobs import calibrate as cj, handlers
 from moonstream.jobs.config import JobConfig
 from moonstream.jobs.engines import calibrator as cal
 from moonstream.jobs.engines.leverage import leverage_config
-from moonstream.jobs.minute import JobContext
+from moonstream.jobs.minute import JobContext, run_minute
 from moonstream.publish.encode import canonical_json
 from moonstream.sim import SimRates, run_simulation
 from moonstream.timeutil import parse_minute
@@ -170,3 +170,27 @@ def test_handler_event_forms(run: dict[str, Any], monkeypatch: pytest.MonkeyPatc
         handlers.calibrate_handler({"symbol": "BTC", "window_end": "2024-03-05T00:31"}, None)
     with pytest.raises(handlers.HandlerError):
         handlers.calibrate_handler({"symbol": "DOGE", "window_end": "2024-03-05T00:30"}, None)
+
+
+def test_window_from_the_minute_jobs_equals_a_window_read_from_the_store(run: dict[str, Any]) -> None:
+    """The minute jobs keep each minute's calibration inputs; a calibration from them writes the
+    same bytes as one that reads the window's raw files again (the fixture's versions did)."""
+    ctx = JobContext.open(run["config"])  # a fresh process: nothing cached yet
+    end = START + 60
+    state = None
+    for minute in range(end - 15, end):
+        state, _ = run_minute(ctx, "BTC", minute, state=state, publish=False)
+    hits: list[int] = []
+
+    def cached(minute: int) -> cj.WindowMinute | None:
+        inputs = ctx.window_minutes.get("BTC", minute)
+        if inputs is not None:
+            hits.append(minute)
+        return inputs
+
+    doc, _ = cj.compute_window(ctx.data, "BTC", end, cached=cached)
+    assert hits == list(range(end - 15, end))
+    assert canonical_json(doc) == ctx.data.read_bytes(cj.version_key("BTC", end))
+    run_minute(ctx, "BTC", end, state=state, publish=False)
+    assert ctx.window_minutes.get("BTC", end - 15) is None  # bounded to the last window
+    assert ctx.window_minutes.get("BTC", end - 14) is not None

@@ -388,14 +388,44 @@ def test_local_sidecar_is_written_before_the_object(tmp_path: Path, monkeypatch:
     written: list[Path] = []
     real = local._atomic_write
 
-    def recording(path: Path, data: bytes) -> None:
+    def recording(path: Path, data: bytes, sync: bool = True) -> None:
         written.append(path)
-        real(path, data)
+        real(path, data, sync)
 
     monkeypatch.setattr(local, "_atomic_write", recording)
     store = LocalStore(tmp_path / "store")
     store.create("v1/a.json", b"x", JSON_GZ)
     assert written == [store.root / ".meta" / "objects" / "v1" / "a.json", store.root / "v1" / "a.json"]
+    # a rewrite with the same metadata (every pointer update) leaves the sidecar alone
+    written.clear()
+    store.replace("v1/a.json", b"y", JSON_GZ, expected_etag=store.head("v1/a.json").etag)  # type: ignore[union-attr]
+    assert written == [store.root / "v1" / "a.json"]
+    written.clear()
+    store.put("v1/a.json", b"z", ObjectMeta("application/json"))
+    assert written == [store.root / ".meta" / "objects" / "v1" / "a.json", store.root / "v1" / "a.json"]
+    assert store.read("v1/a.json").meta == ObjectMeta("application/json")
+
+
+def test_local_barrier_mode_syncs_at_barriers_not_per_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import moonstream.store.local as local
+
+    calls: list[str] = []
+    monkeypatch.setattr(local.os, "fsync", lambda fd: calls.append("fsync"))
+    monkeypatch.setattr(local.os, "sync", lambda: calls.append("sync"))
+    durable = LocalStore(tmp_path / "durable")
+    durable.create("v1/a.json", b"x", JSON_GZ)
+    durable.barrier()
+    assert calls and set(calls) == {"fsync"}  # each write fsyncs; the barrier has nothing to do
+    calls.clear()
+    batched = open_store(str(tmp_path / "batched"), fsync_each_write=False)
+    batched.create("v1/a.json", b"x", JSON_GZ)
+    batched.replace("v1/a.json", b"y", JSON_GZ, expected_etag=batched.head("v1/a.json").etag)  # type: ignore[union-attr]
+    batched.delete("v1/a.json")
+    assert calls == []
+    batched.barrier()
+    assert calls == ["sync"]
 
 
 def test_local_missing_or_broken_sidecar_falls_back_to_a_guess(

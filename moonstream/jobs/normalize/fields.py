@@ -9,11 +9,11 @@ Each helper raises a :class:`~moonstream.jobs.normalize.NormalizeError` subclass
 from __future__ import annotations
 
 import functools
-import importlib
-import json
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any, ParamSpec, TypeVar
+
+import orjson
 
 from moonstream.collector.rawfile import RawRecord
 from moonstream.jobs.events import ConnectionEvent, Level
@@ -27,15 +27,9 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
-def _stdlib_loads(payload: bytes) -> Any:
-    return _DECODER.decode(payload.decode("utf-8"))
-
-
-_DECODER = json.JSONDecoder(parse_float=Decimal)  # exact if a number ever arrives unquoted
-try:  # orjson when installed (not a dependency); numbers it returns as float go through repr()
-    _loads: Callable[[bytes], Any] = importlib.import_module("orjson").loads
-except ImportError:
-    _loads = _stdlib_loads
+# The exchanges quote every price and size; a number that ever arrives unquoted is a float here and
+# goes through repr() in num(), exact to 17 significant digits.
+_loads: Callable[[bytes], Any] = orjson.loads
 
 
 def short(value: object) -> str:
