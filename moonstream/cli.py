@@ -83,6 +83,23 @@ def cmd_minute(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    import time
+
+    from moonstream.jobs.retention import RetentionPolicy, prune_checkpoints
+    from moonstream.store import open_store
+    from moonstream.timeutil import minute_of
+
+    config = _job_config(args)
+    store = open_store(config.data_url)
+    now = parse_minute(args.now) if args.now else minute_of(time.time_ns())
+    policy = RetentionPolicy.from_config(config)
+    for symbol in config.symbols:
+        report = prune_checkpoints(store, symbol, now, policy, dry_run=args.dry_run)
+        print(report.summary())
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from moonstream.publish.server import make_server
     from moonstream.store import open_store
@@ -155,6 +172,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--symbols", help="comma-separated symbols")
     p.add_argument("--minute", required=True)
     p.set_defaults(func=cmd_minute)
+
+    p = sub.add_parser(
+        "prune",
+        help="delete old state checkpoints: every minute's kept for checkpoint_keep_all_hours, "
+        "then the :00 one's for checkpoint_keep_hourly_days ([jobs] config)",
+    )
+    _add_common(p)
+    p.add_argument("--symbols", help="comma-separated symbols (default: the configured ones)")
+    p.add_argument("--now", help="count ages from this minute, UTC (default: the current time)")
+    p.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
+    p.set_defaults(func=cmd_prune)
 
     add_collect_parser(sub)
     add_simulate_parser(sub)

@@ -16,6 +16,12 @@ class JobConfig:
 
     ``exchanges`` are the exchanges every minute is expected to have files from: a missing one is
     reported as a gap in that minute's documents.
+
+    Checkpoint retention (:mod:`moonstream.jobs.retention`): the state checkpoint of every minute is
+    kept for ``checkpoint_keep_all_hours``, then only the ``:00`` minute's, up to
+    ``checkpoint_keep_hourly_days``; older ones are deleted, never the one the head names. The
+    scheduler prunes each symbol about once an hour when ``checkpoint_pruning`` is on; ``moonstream
+    prune`` does it on demand.
     """
 
     data_url: str = DEFAULT_DATA_URL
@@ -26,6 +32,9 @@ class JobConfig:
     gzip_json: bool = True
     pointer_ttl_seconds: int = 5
     replace_immutable: bool = False
+    checkpoint_pruning: bool = True
+    checkpoint_keep_all_hours: int = 48
+    checkpoint_keep_hourly_days: int = 30
 
     def __post_init__(self) -> None:
         for symbol in self.symbols:
@@ -39,3 +48,7 @@ class JobConfig:
             raise ValueError("site_prefix must end with '/'")
         if self.pointer_ttl_seconds < 1:
             raise ValueError("pointer_ttl_seconds must be at least 1")
+        if self.checkpoint_keep_all_hours < 1:
+            raise ValueError("checkpoint_keep_all_hours must be at least 1")
+        if self.checkpoint_keep_hourly_days < 0:
+            raise ValueError("checkpoint_keep_hourly_days must be >= 0")

@@ -8,6 +8,10 @@ without publishing and carries on from the newest due minute (the skipped range 
 backfill). The newest minute waits up to ``late_wait_seconds`` after its end for every expected
 exchange's file; then it runs, and what is missing is reported as a gap.
 
+Once caught up, after a minute is published (and the calibration that minute completed), a runner
+prunes its symbol's old state checkpoints (:mod:`moonstream.jobs.retention`) at most once an hour,
+``PRUNE_BATCH`` deletions at a time (a backlog drains a batch a minute), off the next minute's path.
+
 The decision of what to run is the pure function :func:`plan_minutes`; the clock is injected, so
 tests run minutes accelerated.
 """
@@ -33,6 +37,7 @@ from moonstream.jobs.minute import (
     calibrate_if_window_end,
     run_minute,
 )
+from moonstream.jobs.retention import RetentionPolicy, prune_checkpoints
 from moonstream.jobs.state import SymbolState, fresh_state, read_checkpoint, read_head_minute
 from moonstream.publish.site import publish_collector_health
 from moonstream.timeutil import NS_PER_SECOND, iso_minute, minute_of, minute_start_ns
@@ -43,6 +48,9 @@ Clock = Callable[[], int]
 
 #: How many earlier minutes each live minute re-lists to notice raw files that arrived late.
 LATE_FILE_LOOKBACK_MINUTES = 5
+#: Minutes between two prunes of a symbol's checkpoints, and the most deleted by one prune.
+PRUNE_INTERVAL_MINUTES = 60
+PRUNE_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,9 @@ class SymbolRunner:
         self._failed_minute: int | None = None
         self.late_files: set[str] = set()
         self._head: int | None = None  # the newest minute this runner knows is committed
+        self._raw_files: dict[int, tuple[str, ...]] = {}  # raw files of recently committed minutes
+        self.retention = RetentionPolicy.from_config(ctx.config) if ctx.config.checkpoint_pruning else None
+        self._next_prune: int | None = None  # the first minute after which to prune again
 
     def tick(self) -> None:
         """Run whatever is due now; returns early (to try again next tick) on a wait or a failure."""
@@ -139,7 +150,7 @@ class SymbolRunner:
             self._find_late_files(minute)
             try:
                 calibrate_if_window_end(self.ctx, self.symbol, minute)  # a read when already done
-                _, result = run_minute(
+                saved, result = run_minute(
                     self.ctx,
                     self.symbol,
                     minute,
@@ -154,8 +165,11 @@ class SymbolRunner:
                 return
             state = None  # later minutes load the checkpoint just saved, as another runner would
             self._head = minute
+            self._raw_files[minute] = saved.raw_files
             self.history.append(result)
             self._calibrate_ahead(minute + 1)
+            if minute == plan.publish[-1]:
+                self._prune_after(minute)
 
     def _calibrate_ahead(self, window_end: int) -> None:
         """Calibrate the window that just completed now, not in the next minute's critical path."""
@@ -165,14 +179,41 @@ class SymbolRunner:
             logger.exception("calibration %s %s failed; retried before that minute", self.symbol,
                              iso_minute(window_end))  # fmt: skip
 
+    def _prune_after(self, minute: int) -> None:
+        """Prune old checkpoints at most once an hour (a batch a minute while a backlog lasts)."""
+        if self.retention is None or (self._next_prune is not None and minute < self._next_prune):
+            return
+        try:
+            report = prune_checkpoints(
+                self.ctx.data, self.symbol, minute, self.retention, max_deletes=PRUNE_BATCH
+            )
+        except Exception:
+            logger.exception("pruning %s checkpoints failed; will retry in an hour", self.symbol)
+            self._next_prune = minute + PRUNE_INTERVAL_MINUTES
+            return
+        self._next_prune = minute + (1 if report.remaining else PRUNE_INTERVAL_MINUTES)
+
+    def _committed_raw_files(self, minute: int) -> tuple[str, ...] | None:
+        """The raw files ``minute`` was computed from: remembered when this runner ran it, else read
+        from its checkpoint (None without one)."""
+        if minute not in self._raw_files:
+            state = read_checkpoint(self.ctx.data, self.symbol, minute, ENGINE_VERSIONS)
+            if state is None:
+                return None
+            self._raw_files[minute] = state.raw_files
+        return self._raw_files[minute]
+
     def _find_late_files(self, minute: int) -> None:
         """Raw files of recent minutes that were not there when those minutes were published."""
-        for earlier in range(minute - LATE_FILE_LOOKBACK_MINUTES, minute):
-            state = read_checkpoint(self.ctx.data, self.symbol, earlier, ENGINE_VERSIONS)
-            if state is None:
+        first = minute - LATE_FILE_LOOKBACK_MINUTES
+        for old in [m for m in self._raw_files if m < first]:
+            del self._raw_files[old]
+        for earlier in range(first, minute):
+            raw_files = self._committed_raw_files(earlier)
+            if raw_files is None:
                 continue
             for key in list_raw_files(self.ctx.data, self.symbol, earlier):
-                if key.key not in state.raw_files and key.key not in self.late_files:
+                if key.key not in raw_files and key.key not in self.late_files:
                     self.late_files.add(key.key)
                     logger.warning(
                         "late raw file %s arrived after %s %s was published; re-run that minute with "
