@@ -16,7 +16,8 @@ A failed symbol raises at the end (after the others ran), so the platform's retr
 invocation; minute jobs are idempotent, so symbols that already succeeded write nothing again.
 The minute handler runs the calibration of the window that ends at its minute first (every quarter
 hour), as the scheduler and the backfill do, so every path sees the same weights; ``calibrate_handler``
-re-runs a window on its own.
+re-runs a window on its own. ``prune_handler`` (an hourly schedule) applies the checkpoint retention
+policy, as the long-running scheduler does on its own.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from moonstream.config import build_config
 from moonstream.jobs.calibrate import WINDOW_MINUTES, run_calibration
 from moonstream.jobs.config import JobConfig
 from moonstream.jobs.minute import JobContext, calibrate_if_window_end, run_minute
+from moonstream.jobs.retention import RetentionPolicy, prune_checkpoints
 from moonstream.timeutil import iso_minute, parse_minute
 
 logger = logging.getLogger(__name__)
@@ -157,3 +159,30 @@ def calibrate_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
 
     results = _each_symbol(event, config, f"calibration window ending {iso_minute(end)}", job)
     return {"window_end": iso_minute(end), "results": results}
+
+
+# --- checkpoint retention -----------------------------------------------------------------------
+
+
+def prune_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+    """Prune the event's symbols' state checkpoints as of ``now`` (a minute) or an EventBridge
+    ``time`` (``{"time": "2024-07-19T01:00:00Z"}``), by the configured retention policy; a
+    ``"dry_run": true`` event deletes nothing. Failures are collected as in :func:`minute_handler`."""
+    config = config_from_env(os.environ)
+    ctx = _context(config)
+    if "now" in event:
+        now = parse_minute(str(event["now"]))
+    elif "time" in event:
+        now = parse_minute(str(event["time"]))
+    else:
+        raise ValueError("event names no 'now' and no 'time'")
+    policy = RetentionPolicy.from_config(config)
+    dry_run = bool(event.get("dry_run", False))
+
+    def job(symbol: str) -> dict[str, Any]:
+        report = prune_checkpoints(ctx.data, symbol, now, policy, dry_run=dry_run)
+        return {"symbol": symbol, "listed": report.listed, "deleted": report.deleted,
+                "kept": report.kept, "dry_run": report.dry_run}  # fmt: skip
+
+    results = _each_symbol(event, config, f"checkpoint pruning at {iso_minute(now)}", job)
+    return {"now": iso_minute(now), "results": results}

@@ -68,6 +68,18 @@ def test_lambda_handler_runs_one_symbol_minute(
     with pytest.raises(handlers.HandlerError, match="DOGE"):
         handlers.minute_handler({"symbol": "DOGE", "minute": "2024-07-18T23:58"}, None)
 
+    # The hourly prune: three days on, only the head's checkpoint of BTC's two minutes is kept.
+    handlers.minute_handler({"symbol": "BTC", "minute": "2024-07-18T23:59"}, None)
+    checkpoints = "data/state/BTC/checkpoints/2024-07-18/"
+    assert sorted(_bucket_objects(s3_server, imported, checkpoints)) == ["2358.json", "2359.json"]
+    event = {"symbol": "BTC", "time": "2024-07-21T23:58:30Z"}
+    dry = handlers.prune_handler({**event, "dry_run": True}, None)
+    assert dry["results"] == [{"symbol": "BTC", "listed": 2, "deleted": 1, "kept": 1, "dry_run": True}]
+    assert len(_bucket_objects(s3_server, imported, checkpoints)) == 2
+    answer = handlers.prune_handler(event, None)
+    assert answer["results"][0]["deleted"] == 1
+    assert sorted(_bucket_objects(s3_server, imported, checkpoints)) == ["2359.json"]
+
 
 def test_two_runners_at_once_equal_one(imported: str, s3_server: str, tmp_path: Path) -> None:
     def config(site: str) -> JobConfig:
