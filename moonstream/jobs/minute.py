@@ -213,6 +213,7 @@ def run_minute(
                 live,
                 outputs.blobs,
             )
+        ctx.site.barrier()  # what the site holds (history chunks too) is durable before the state moves
         save_state(ctx.data, outputs.state, replace=ctx.config.replace_immutable)
         written = pub.report.immutables_written + pub.report.pointers_written
         unchanged = pub.report.immutables_unchanged + pub.report.pointers_unchanged

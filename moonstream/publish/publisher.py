@@ -106,7 +106,6 @@ class Publication:
                 self._store.barrier()  # no pointer may name an object a power loss could take back
             for pointer in self._pointers:
                 self._write_pointer(pointer, report)
-            self._store.barrier()
         except StoreError as exc:
             raise PublishError(f"publishing to {self._store.url} failed: {type(exc).__name__}") from exc
         return report
