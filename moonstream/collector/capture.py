@@ -1,22 +1,23 @@
-"""The live collector: exchange connections and REST polls -> bounded queue -> raw minute files.
+"""The live collector: exchange connections and REST polls -> line buffers -> raw minute files.
 
-Three kinds of worker, so that neither the disk nor the data store can stall a websocket:
+One event loop and one thread, so that the data store can never stall a websocket:
 
 * the asyncio event loop: one task per exchange connection (:class:`WsConnection`), one REST poller
-  per exchange (:class:`RestPoller`), and the status task. Each received message becomes one item
-  ``((symbol, minute, exchange), recv_ns, line)`` on a bounded queue, its raw-file line already
-  formatted (by the receiver, while the payload is in cache); when the queue is full the item is
-  dropped, counted and logged (connection events are never dropped);
-* the writer thread: every 10 ms (sooner for a connection event, at once while a backlog lasts)
-  drains the queue into :class:`MinuteFileWriter` (everything queued, up to 4096 lines: one
-  ``write()`` per partial file in the spool directory); not waking it per message keeps the two
-  threads from handing the GIL back and forth;
-* the store thread: every ``finalize_interval_s`` finalizes due minutes into the data store (a
-  failing store is retried on the next tick by the writer; capture goes on) and writes the status
-  document ``status/collector-{id}.json``.
+  per exchange (:class:`RestPoller`), the status task and the flush task. Each received message is
+  formatted into its raw-file line by the receiver (while the payload is in cache) and appended to
+  the buffer of its file ``(symbol, minute, exchange)`` (:class:`LineBuffer`). The loop itself
+  writes the buffers to the partial files (:class:`MinuteFileWriter`: one ``write()`` per file):
+  every 10 ms, and at once when a file has a batch of lines (512) buffered. Writing there costs
+  less than handing the lines to a writer thread (no second thread competing for the GIL, and the
+  lines are still in cache); an appending ``write()`` to the local spool only copies into the page
+  cache. So a SIGKILL loses at most the lines buffered: about 10 ms' worth;
+* the store thread: every ``finalize_interval_s`` finalizes due minutes into the data store
+  (compression and upload; a failing store is retried on the next tick; capture goes on) and
+  writes the status document ``status/collector-{id}.json``. It never finalizes a minute that a
+  line not yet written could belong to (:meth:`Collector._watermark`).
 
 Shutdown (SIGTERM/SIGINT, or :meth:`Collector.stop`) is one idempotent path: cancel the tasks (each
-connection records ``conn:close``), drain the queue, stop the threads, ``MinuteFileWriter.close()``
+connection records ``conn:close``), write the buffers, stop the store thread, ``MinuteFileWriter.close()``
 (finalize due minutes, leave the current minute's partial file for the next start's ``recover()``),
 write a final status document. See docs/collector.md.
 """
@@ -24,7 +25,6 @@ write a final status document. See docs/collector.md.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -34,6 +34,7 @@ import logging
 import signal
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,11 +51,66 @@ log = logging.getLogger(__name__)
 
 STATUS_SCHEMA_VERSION = 1
 STATUS_META = ObjectMeta(content_type="application/json", cache_control="no-store")
-_WRITER_WAIT_S = 0.01  # the writer writes what was queued meanwhile, so at most this late
-_WRITER_MAX_BATCH = 4096
+_FLUSH_INTERVAL_S = 0.01  # queued lines reach the disk at most this late (a SIGKILL loses them)
+_FLUSH_LINES = 512  # ... or as soon as this many are queued
 _DROP_LOG_INTERVAL_S = 10.0
 
-Item = EncodedItem  # ((symbol, minute, exchange), recv_ns, line): encoded on the event loop
+Item = EncodedItem  # ((symbol, minute, exchange), recv_ns, line)
+FileId = tuple[str, int, str]  # (symbol, minute, exchange)
+
+
+class _Lines(list[bytes]):
+    """The encoded lines of one file not yet written (a list that can be weakly referenced)."""
+
+    __slots__ = ("__weakref__", "file")
+
+    def __init__(self, file: FileId) -> None:
+        super().__init__()
+        self.file = file
+
+
+class LineBuffer:
+    """Lines received but not yet written, one list per file (``(symbol, minute, exchange)``).
+
+    Receivers keep a reference to the list of the file they write to and append to it directly; a
+    list is emptied in place when written, so the reference stays valid. The lists of past minutes
+    are dropped from the registry by :meth:`prune` once empty, but a list still held by a receiver
+    (e.g. a rare channel, or after the clock stepped back) is still written if it gets lines."""
+
+    def __init__(self) -> None:
+        self._files: dict[FileId, _Lines] = {}
+        self._retired: weakref.WeakValueDictionary[int, _Lines] = weakref.WeakValueDictionary()  # by id
+
+    def lines_for(self, file: FileId) -> _Lines:
+        lines = self._files.get(file)
+        if lines is None:
+            lines = self._files[file] = _Lines(file)
+        return lines
+
+    def __len__(self) -> int:
+        """Lines buffered, all files."""
+        n = sum(map(len, self._files.values()))
+        return n + sum(map(len, self._retired.values())) if self._retired else n
+
+    def take(self) -> list[tuple[FileId, list[bytes]]]:
+        """Every file's buffered lines, in order; the buffers are left empty."""
+        out: list[tuple[FileId, list[bytes]]] = []
+        for lines in itertools.chain(
+            self._files.values(), list(self._retired.values()) if self._retired else ()
+        ):
+            if lines:
+                out.append((lines.file, lines[:]))
+                lines.clear()
+        return out
+
+    def prune(self) -> None:
+        """Drop the empty lists of minutes before the previous one (of the newest buffered)."""
+        if not self._files:
+            return
+        newest = max(file[1] for file in self._files)
+        for file in [f for f, lines in self._files.items() if f[1] < newest - 1 and not lines]:
+            lines = self._files.pop(file)
+            self._retired[id(lines)] = lines
 
 
 def status_key(collector_id: str) -> str:
@@ -96,18 +152,20 @@ class Collector:
         self.connections: dict[str, list[WsConnection]] = {}
         self.pollers: dict[str, RestPoller] = {}
         self.started_ns = clock()
-        # queue between receive and disk
-        self._queue: collections.deque[Item] = collections.deque()
+        # lines between receive and disk, per file; written on the event loop
+        self._queue = LineBuffer()
         self._capacity = config.queue_size
+        self._batch = min(self._capacity, _FLUSH_LINES)
         self.queue_dropped = 0
         self.queue_high_water = 0
-        self.write_errors = 0
-        self.encode_errors = 0  # counted on the event loop (write_errors by the writer thread)
+        self.write_errors = 0  # lines lost to failed writes
+        self._write_failures = 0
+        self.encode_errors = 0
         self.status_errors = 0
         self._last_drop_log = 0.0
-        self._inflight_ns: int | None = None
-        self._wake = threading.Event()
-        self._writer_stop = threading.Event()
+        self._flush_inline = False  # while running: a full buffer is written at once (never dropped)
+        self._pending_since_ns = clock()  # every line not yet written was received at or after this
+        self._last_prune = 0.0
         self._store_stop = threading.Event()
         self._status_pending: bytes | None = None
         self._stop: asyncio.Event | None = None
@@ -118,22 +176,26 @@ class Collector:
     # -- the sink (called on the event loop) ----------------------------------------------------
 
     def put_line(self, file: tuple[str, int, str], recv_ns: int, line: bytes) -> None:
-        """Queue one encoded line (``file`` is ``(symbol, minute, exchange)``, the line is
-        ``b"%d %s %s\\n" % (recv_ns, channel_tag, payload)``) for the writer; dropped and counted
-        when the queue is full.
+        """Buffer one encoded line (``file`` is ``(symbol, minute, exchange)``, the line is
+        ``b"%d %s %s\\n" % (recv_ns, channel_tag, payload)``, ``recv_ns`` just read from the clock).
 
-        The hot path: the line is formatted by the receiver while the payload is in cache, and the
-        queue's high-water mark is sampled by the writer (and set at a drop)."""
-        queue = self._queue
-        if len(queue) < self._capacity:
-            queue.append((file, recv_ns, line))  # the writer looks every _WRITER_WAIT_S
-        else:
-            self._dropped()
+        A full buffer (``queue_size`` lines in all, or a batch for this file) is written at once
+        while the collector runs; otherwise the line is dropped and counted."""
+        buffers = self._queue
+        lines = buffers.lines_for(file)
+        if len(lines) >= self._batch or len(buffers) >= self._capacity:
+            if self._flush_inline:
+                self._flush(recv_ns)
+            elif len(buffers) >= self._capacity:
+                self._dropped()
+                return
+        lines.append(line)
 
-    def line_queue(self) -> tuple[collections.deque[Item], int]:
-        """The queue and its capacity, for a receiver that appends ``(file, recv_ns, line)`` items
-        itself while ``len(queue) < capacity`` (and calls :meth:`put_line` otherwise)."""
-        return self._queue, self._capacity
+    def file_lines(self, file: tuple[str, int, str]) -> tuple[list[bytes], int]:
+        """The buffer of ``file``'s lines not yet written, and a batch size: a receiver appends its
+        encoded lines there itself while the buffer holds fewer, and calls :meth:`put_line` otherwise.
+        The list stays the same object (it is emptied when written)."""
+        return self._queue.lines_for(file), self._batch
 
     def put(self, symbol: str, exchange: str, recv_ns: int, channel: str, payload: bytes) -> None:
         """Queue one received message for the writer; dropped and counted when the queue is full."""
@@ -145,8 +207,7 @@ class Collector:
         """Queue a connection event; never dropped (there are few)."""
         item = self._encode(symbol, exchange, recv_ns, channel, payload)
         if item is not None:
-            self._queue.append(item)
-            self._wake.set()
+            self._queue.lines_for(item[0]).append(item[2])
 
     def _encode(self, symbol: str, exchange: str, recv_ns: int, channel: str, payload: bytes) -> Item | None:
         """The queue item of one message; None (counted and logged as a write error) if it cannot be
@@ -178,55 +239,48 @@ class Collector:
 
     # -- threads -----------------------------------------------------------------------------
 
-    def _writer_loop(self) -> None:
-        queue = self._queue
-        popleft = queue.popleft
-        append_lines = self.writer.append_lines
-        wake = self._wake
-        stopping = self._writer_stop.is_set
-        while True:
-            n = len(queue)
-            if n < _WRITER_MAX_BATCH and not stopping():
-                # let lines accumulate (an event wakes us sooner): few large writes, and few handoffs
-                # of the GIL between this thread and the receivers (it costs them more than the work)
-                wake.wait(_WRITER_WAIT_S)
-                wake.clear()
-                n = len(queue)
-            if not n:
-                if stopping():
-                    return
-                continue
-            # everything queued so far, in one write() per file; the watermark sees it until written
-            if n > self.queue_high_water:
-                self.queue_high_water = n
-            self._inflight_ns = queue[0][1]
-            batch = list(itertools.starmap(popleft, itertools.repeat((), min(n, _WRITER_MAX_BATCH))))
+    def _flush(self, floor_ns: int | None = None) -> None:
+        """Write every buffered line to its partial file: one ``write()`` per file, on the event loop.
+
+        ``floor_ns``: the receive time of a line about to be buffered (stamped before this flush)."""
+        batches = self._queue.take()
+        written = 0
+        for file, lines in batches:
+            written += len(lines)
             try:
-                failed = append_lines(batch)
-            except Exception as error:  # a bug: count the batch as lost, keep writing
-                failed = [(item, error) for item in batch]
-            self._inflight_ns = None
-            for item, exc in failed:
-                self.write_errors += 1
-                if self.write_errors <= 10 or self.write_errors % 1000 == 0:
+                self.writer.append_file_lines(file, lines)
+            except Exception as exc:  # disk full, ...: the lines are lost; counted, logged
+                self.write_errors += len(lines)
+                self._write_failures += 1
+                if self._write_failures <= 10 or self._write_failures % 100 == 0:
                     log.error(
-                        "could not write a line to %s (%d write errors)",
-                        item[0],
+                        "could not write %d line(s) to %s (%d write errors)",
+                        len(lines),
+                        file,
                         self.write_errors,
                         exc_info=exc,
                     )
+        now = self.clock()
+        # the store thread may finalize what ends before this: every line still buffered came later
+        self._pending_since_ns = now if floor_ns is None else min(now, floor_ns)
+        if written > self.queue_high_water:
+            self.queue_high_water = written
+
+    async def _flush_task(self) -> None:
+        while True:
+            await asyncio.sleep(_FLUSH_INTERVAL_S)
+            try:
+                self._flush()
+                if time.monotonic() - self._last_prune >= 1.0:
+                    self._last_prune = time.monotonic()
+                    self._queue.prune()
+            except Exception:  # a bug: keep flushing (write errors are handled in _flush)
+                log.exception("flushing the line buffers failed")
 
     def _watermark(self) -> int:
-        """Now, or the receive time of the oldest line not yet written if earlier (never finalize
-        under it). The queue is read before the writer's in-flight batch: the writer marks a batch
-        in flight before taking it off the queue, so a line is always seen in one or the other."""
-        now = self.clock()
-        queue = self._queue
-        if queue:
-            with contextlib.suppress(IndexError):  # emptied meanwhile
-                now = min(now, queue[0][1])
-        inflight = self._inflight_ns
-        return now if inflight is None else min(now, inflight)
+        """Now, or if earlier the time after which every line not yet written was received (never
+        finalize under it): read by the store thread, advanced by each flush after its writes."""
+        return min(self.clock(), self._pending_since_ns)
 
     def _store_loop(self) -> None:
         while not self._store_stop.wait(self.config.finalize_interval_s):
@@ -337,16 +391,16 @@ class Collector:
         recovered = await asyncio.to_thread(self.writer.recover, now_ns=self.clock())
         if recovered:
             log.info("recovered %d minute file(s) left by a previous run", len(recovered))
-        writer_thread = threading.Thread(target=self._writer_loop, name="collector-writer", daemon=True)
         store_thread = threading.Thread(target=self._store_loop, name="collector-store", daemon=True)
-        writer_thread.start()
         store_thread.start()
         self._running = True
+        self._flush_inline = True
         tasks = self._start_tasks(self._stop)
+        flusher = asyncio.create_task(self._flush_task(), name="flush")
         try:
             await self._stop.wait()
         finally:
-            await self._shutdown(tasks, writer_thread, store_thread)
+            await self._shutdown(tasks, flusher, store_thread)
 
     def _start_tasks(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
         cfg = self.config
@@ -391,7 +445,7 @@ class Collector:
         return tasks
 
     async def _shutdown(
-        self, tasks: list[asyncio.Task[None]], writer_thread: threading.Thread, store_thread: threading.Thread
+        self, tasks: list[asyncio.Task[None]], flusher: asyncio.Task[None], store_thread: threading.Thread
     ) -> None:
         if self._shutdown_done:
             return
@@ -403,9 +457,11 @@ class Collector:
         for task, result in zip(tasks, results, strict=True):
             if isinstance(result, Exception):
                 log.error("task %s ended with %r", task.get_name(), result, exc_info=result)
-        self._writer_stop.set()
-        self._wake.set()
-        await asyncio.to_thread(writer_thread.join)
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+        self._flush_inline = False
+        self._flush()
         self._store_stop.set()
         await asyncio.to_thread(store_thread.join)
         self._running = False

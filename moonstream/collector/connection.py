@@ -7,7 +7,6 @@ The reconnect decision is pure (:func:`reconnect_delay`, :func:`failures_after`)
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import logging
@@ -85,9 +84,10 @@ class Sink(Protocol):
         is ``b"%d %s %s\\n" % (recv_ns, channel_tag, payload)`` with ``recv_ns`` in that minute."""
         ...
 
-    def line_queue(self) -> tuple[collections.deque[tuple[tuple[str, int, str], int, bytes]], int]:
-        """The queue behind put_line and its capacity: a receiver may append ``(file, recv_ns,
-        line)`` itself while ``len(queue) < capacity``, and calls put_line otherwise."""
+    def file_lines(self, file: tuple[str, int, str]) -> tuple[list[bytes], int]:
+        """The buffer of ``file``'s lines and a batch size: a receiver may append its encoded lines
+        there itself while the buffer holds fewer, and calls put_line otherwise. The buffer stays
+        the same list object."""
         ...
 
     def put_event(self, symbol: str, exchange: str, recv_ns: int, channel: str, payload: bytes) -> None:
@@ -270,14 +270,13 @@ class WsConnection:
         symbols = self._symbols
         put = self.sink.put
         put_line = self.sink.put_line
-        queue, capacity = self.sink.line_queue()
-        append = queue.append
+        file_lines = self.sink.file_lines
         clock = self.clock
         conn = self.conn
         stats = self.stats
         # the hot path, for messages about one of our symbols: [file, its minute's start and end,
-        # channel tag, counts, channel, whether the sequencer looks at it], by route target and
-        # (_STREAM_NAME_PREFIX) by the message's first bytes
+        # channel tag, counts, channel, whether the sequencer looks at it, the file's line buffer,
+        # its batch size], by route target and (_STREAM_NAME_PREFIX) by the message's first bytes
         fast: dict[tuple[str, str], list[Any]] = {}
         by_prefix: dict[bytes, list[Any]] = {}
         name_prefix = _STREAM_NAME_PREFIX.get(exchange)
@@ -298,7 +297,7 @@ class WsConnection:
                 ):
                     by_prefix[payload[:key_len]] = entry
             if entry is not None:  # the hot path
-                file, start, end, tag, counts, channel, check = entry
+                file, start, end, tag, counts, channel, check, lines, batch = entry
                 counts[0] += 1
                 counts[1] += len(payload)
                 conn.messages += 1
@@ -308,15 +307,16 @@ class WsConnection:
                     if gap is not None:
                         self._gap(file[0], now, gap, ws)
                 if start <= now < end:
-                    if len(queue) < capacity:
-                        append((file, now, b"%d %b %b\n" % (now, tag, payload)))
-                    else:
-                        put_line(file, now, b"%d %b %b\n" % (now, tag, payload))  # dropped, counted
+                    if len(lines) < batch:
+                        lines.append(b"%d %b %b\n" % (now, tag, payload))
+                    else:  # written at once (or dropped and counted)
+                        put_line(file, now, b"%d %b %b\n" % (now, tag, payload))
                 elif now >= 0:  # a new minute
                     minute = now // NS_PER_MINUTE
                     entry[0] = file = (file[0], minute, exchange)
                     entry[1] = minute * NS_PER_MINUTE
                     entry[2] = entry[1] + NS_PER_MINUTE
+                    entry[7], entry[8] = file_lines(file)
                     put_line(file, now, b"%d %b %b\n" % (now, tag, payload))
                 else:
                     put(file[0], exchange, now, channel, payload)  # rejected (and counted) there
@@ -340,7 +340,7 @@ class WsConnection:
             if targets[0] is target:
                 with contextlib.suppress(ValueError):  # an invalid channel tag: never the hot path
                     tag = encode_line(0, channel, b"").split(b" ")[1]
-                    fast[target] = [(target[0], -1, exchange), 0, 0, tag, counts, channel, check]
+                    fast[target] = [(target[0], -1, exchange), 0, 0, tag, counts, channel, check, [], 0]
             counts[0] += 1
             counts[1] += len(payload)
             conn.messages += 1

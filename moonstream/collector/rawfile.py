@@ -433,36 +433,49 @@ class MinuteFileWriter:
                     lines = groups.get(ident) or groups.setdefault(ident, [])
                 lines.append(line)
         failed: list[tuple[EncodedItem, Exception]] = []
-        counters = self.counters
         with self._lock:
             for ident, group in groups.items():
-                if ident in self._finalized:
-                    for _ in group:
-                        self._drop_late(ident)
-                    continue
-                data = b"".join(group)
-                count = len(group)
-                if data.count(b"\n") != count or b"\r" in data:  # CR/LF in a payload (rare)
-                    data, replaced = _clean_lines(group)
-                    counters.newline_replacements += replaced
                 try:
-                    partial = self._partials.get(ident)
-                    if partial is None:
-                        partial = self._track(RawKey(ident[0], ident[1], ident[2], self.collector_id))
-                    handle = self._handle(ident, partial)
-                    view = memoryview(data)
-                    try:
-                        while view:
-                            view = view[handle.write(view) or 0 :]
-                    except OSError:  # never leave a fragment for the next line to join
-                        self._repair_tail(handle, partial.path)
-                        raise
+                    self._write_group(ident, group)
                 except (OSError, RawFormatError) as exc:
                     failed.extend((it, exc) for it in items if it[0] == ident)
-                    continue
-                counters.lines += count
-                counters.bytes += len(data)
         return failed
+
+    def append_file_lines(self, ident: tuple[str, int, str], lines: list[bytes]) -> None:
+        """Append lines already encoded as ``b"%d %s %s\\n" % (recv_ns, channel_tag, payload)`` (each
+        ``recv_ns`` in the minute, a valid channel tag) to the partial file of ``ident`` =
+        ``(symbol, minute, exchange)``, in one ``write()``; a payload's CR/LF is replaced here, as
+        :meth:`append` does. Lines for an already finalized minute are dropped and counted. Raises
+        OSError (the file is cut back to its last complete line: every line is lost) or
+        RawFormatError (an invalid symbol or exchange)."""
+        with self._lock:
+            self._write_group(ident, lines)
+
+    def _write_group(self, ident: tuple[str, int, str], group: list[bytes]) -> None:
+        """One ``write()`` of one file's lines; the caller holds the lock."""
+        if ident in self._finalized:
+            for _ in group:
+                self._drop_late(ident)
+            return
+        counters = self.counters
+        data = b"".join(group)
+        count = len(group)
+        if data.count(b"\n") != count or b"\r" in data:  # CR/LF in a payload (rare)
+            data, replaced = _clean_lines(group)
+            counters.newline_replacements += replaced
+        partial = self._partials.get(ident)
+        if partial is None:
+            partial = self._track(RawKey(ident[0], ident[1], ident[2], self.collector_id))
+        handle = self._handle(ident, partial)
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[handle.write(view) or 0 :]
+        except OSError:  # never leave a fragment for the next line to join
+            self._repair_tail(handle, partial.path)
+            raise
+        counters.lines += count
+        counters.bytes += len(data)
 
     def _drop_late(self, ident: tuple[str, int, str]) -> None:
         self.counters.late_lines_dropped += 1

@@ -14,9 +14,11 @@ from moonstream.collector.capture import Collector, iso_ns, status_key
 from moonstream.collector.config import CollectorConfig
 from moonstream.collector.connection import BackoffPolicy, failures_after, reconnect_delay
 from moonstream.collector.exchanges import EXCHANGES, RestPoll, binance, get_exchange
+from moonstream.collector.rawfile import read_minute
 from moonstream.collector.rest import retry_after_s
 from moonstream.config import ConfigError, build_config
 from moonstream.store import LocalStore
+from moonstream.timeutil import NS_PER_MINUTE, NS_PER_SECOND
 from tests.conftest import shared_file
 
 POLICY = BackoffPolicy(base=1.0, cap=30.0, healthy_after_s=60.0)
@@ -181,3 +183,35 @@ def test_queue_overflow_is_counted_and_status_reports_it(tmp_path: Path) -> None
     assert doc["exchanges"]["binance"]["connected"] is False
     assert status_key("c1") == "status/collector-c1.json"
     assert iso_ns(1_721_347_200_123_999_999) == "2024-07-19T00:00:00.123Z"
+
+
+def test_line_buffers_are_written_whole_in_order_and_hold_back_finalizing(tmp_path: Path) -> None:
+    t0 = 1_721_347_200_000_000_000  # a minute start
+    now = [t0]
+    store = LocalStore(tmp_path / "data")
+    cfg = CollectorConfig(symbols=("BTC",), spool_dir=str(tmp_path / "spool"), finalize_grace_s=0.0)
+    collector = Collector(cfg, store=store, clock=lambda: now[0])
+    collector._flush_inline = True  # as while running: a full buffer is written at once
+    file = ("BTC", t0 // NS_PER_MINUTE, "binance")
+    lines, batch = collector.file_lines(file)
+    expected = [b'%d ws:trade {"i":%d}\n' % (t0 + i, i) for i in range(batch + 1)]
+    lines.extend(expected[:batch])  # what a receiver does
+    collector.put_line(file, t0 + batch, expected[batch])
+    assert collector.writer.counters.lines == batch and collector.queue_dropped == 0
+    assert lines == expected[batch:] and len(collector._queue) == 1  # same list, emptied
+    # the clock moves past the minute: the buffered line still holds the minute open
+    now[0] = t0 + NS_PER_MINUTE + NS_PER_SECOND
+    collector._store_tick()
+    assert collector.writer.counters.files_finalized == 0
+    collector._flush()
+    collector._store_tick()
+    assert collector.writer.counters.files_finalized == 1
+    records = read_minute(store, "BTC", file[1])
+    assert [b"%d %s %s\n" % (r.recv_ns, r.channel.encode(), r.payload) for r in records] == expected
+    # a receiver's list of a pruned (past) minute is still written: the late line is counted
+    collector.put_event("BTC", "binance", now[0] + NS_PER_MINUTE, "conn:open", b"{}")
+    collector._queue.prune()
+    lines.append(b"%d ws:trade {}\n" % (t0 + 7))
+    assert len(collector._queue) == 2
+    collector._flush()
+    assert not collector._queue and collector.writer.counters.late_lines_dropped == 1
