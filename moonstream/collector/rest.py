@@ -4,8 +4,9 @@ Requests run in worker threads (``urllib``, no proxy from the environment: base 
 explicitly), so a slow endpoint never blocks the websocket receive loop. Each response body is
 recorded exactly as received under the poll's channel tag, with the receive time of the response.
 
-A rate-limit answer (429, or 418 after ignoring 429s) blocks *every* poll of the exchange until the
-``Retry-After`` time (seconds), or until a backoff delay when the header is missing.
+A rate-limit answer (429, or 418 after ignoring 429s; Bybit's 403) blocks *every* poll of the exchange
+until the ``Retry-After`` time (seconds), or, when the header is missing, for a backoff delay but at
+least the exchange's documented ban (:func:`rate_limit_pause_s`).
 """
 
 from __future__ import annotations
@@ -54,6 +55,25 @@ def retry_after_s(headers: dict[str, str]) -> float | None:
                 return None
             return min(max(seconds, 0.0), MAX_RETRY_AFTER_S) if seconds == seconds else None
     return None
+
+
+def rate_limit_pause_s(
+    status: int,
+    headers: dict[str, str],
+    failures: int,
+    spec: ExchangeSpec,
+    policy: BackoffPolicy,
+    rand: float,
+) -> float:
+    """How long every poll of the exchange pauses after a rate-limit answer (pure).
+
+    ``Retry-After`` when given; otherwise the reconnect backoff for the ``failures``-th limit in a
+    row, but never less than the exchange's documented ban for that status."""
+    delay = retry_after_s(headers)
+    if delay is not None:
+        return delay
+    backoff = reconnect_delay(failures, policy=policy, rand=rand)
+    return max(backoff, spec.rate_limit_min_pause_s.get(status, 0.0))
 
 
 class RestPoller:
@@ -171,9 +191,9 @@ class RestPoller:
         if status in self.spec.rate_limit_statuses:
             stats.rest_rate_limited += 1
             self._limit_failures += 1
-            delay = retry_after_s(headers)
-            if delay is None:
-                delay = reconnect_delay(self._limit_failures, policy=self.policy, rand=random.random())
+            delay = rate_limit_pause_s(
+                status, headers, self._limit_failures, self.spec, self.policy, random.random()
+            )
             self._blocked_until = max(self._blocked_until, time.monotonic() + delay)
             stats.rest_blocked_until_ns = now + int(delay * 1e9)
             log.warning(

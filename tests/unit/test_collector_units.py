@@ -15,7 +15,7 @@ from moonstream.collector.config import CollectorConfig
 from moonstream.collector.connection import BackoffPolicy, failures_after, reconnect_delay
 from moonstream.collector.exchanges import EXCHANGES, RestPoll, binance, get_exchange
 from moonstream.collector.rawfile import read_minute
-from moonstream.collector.rest import retry_after_s
+from moonstream.collector.rest import rate_limit_pause_s, retry_after_s
 from moonstream.config import ConfigError, build_config
 from moonstream.store import LocalStore
 from moonstream.timeutil import NS_PER_MINUTE, NS_PER_SECOND
@@ -149,6 +149,17 @@ def test_retry_after() -> None:
     assert retry_after_s({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None
     assert retry_after_s({}) is None
     assert RestPoll("rest:oi", "/p", (), 1.0).url("http://h/") == "http://h/p"
+
+
+def test_rate_limit_pause_honours_retry_after_then_the_documented_ban() -> None:
+    bybit, okx = get_exchange("bybit"), get_exchange("okx")
+    assert rate_limit_pause_s(403, {"Retry-After": "5"}, 1, bybit, POLICY, 0.5) == 5.0
+    # Bybit's 403 without a header: at least the 10 minutes its docs ask for, never the 30 s backoff
+    assert rate_limit_pause_s(403, {}, 1, bybit, POLICY, 0.5) == 600.0
+    assert rate_limit_pause_s(403, {}, 9, bybit, POLICY, 0.999) == 600.0
+    # a 429 (Bybit) or any status elsewhere without a header: the reconnect backoff
+    assert rate_limit_pause_s(429, {}, 1, bybit, POLICY, 0.0) == reconnect_delay(1, policy=POLICY, rand=0.0)
+    assert rate_limit_pause_s(429, {}, 3, okx, POLICY, 0.5) == reconnect_delay(3, policy=POLICY, rand=0.5)
 
 
 def test_config_rejects_unknown_and_invalid() -> None:

@@ -171,4 +171,7 @@ SPEC: ExchangeSpec = ExchangeSpec(
     app_ping_timeout_s=10.0,
     max_connection_age_s=float("inf"),  # no documented connection age limit
     rate_limit_statuses=RATE_LIMIT_STATUSES,
+    # Bybit's docs: after "403, access too frequent" stop all HTTP sessions and wait at least
+    # 10 minutes (a ban is usually 30 minutes; hammering it makes it permanent).
+    rate_limit_min_pause_s={403: 600.0},
 )
