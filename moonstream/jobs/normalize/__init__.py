@@ -121,6 +121,7 @@ def normalize_records(records: Iterable[RawRecord], symbol: str, stats: Normaliz
     out: list[Event] = []
     seen: set[tuple[Any, ...]] = set()
     reported: Counter[tuple[str, str, str]] = Counter()
+    kept: Counter[type] = Counter()  # by class, named once at the end
     normalizers = NORMALIZERS
     for record in records:
         stats.records += 1
@@ -155,8 +156,10 @@ def normalize_records(records: Iterable[RawRecord], symbol: str, stats: Normaliz
                 stats.duplicates += 1
                 continue
             seen.add(ident)
-            stats.events[type(event).__name__] += 1
+            kept[type(event)] += 1
             out.append(event)
+    for kind, count in kept.items():
+        stats.events[kind.__name__] += count
     for (exchange, channel, name), count in reported.items():
         if count > 1:
             logger.warning(
