@@ -397,3 +397,107 @@ def test_heatmap_body_has_both_windows() -> None:
     assert (first["step"], first["n_buckets"], first["price_min"]) == (20.0, 2, 80.0)
     assert abs(first["coverage_s"] - 10.8) < 1e-9  # bridged at 0.2 s, live until 1.0 + 10 s
     assert len(first["bid"]) == len(first["ask"]) == 2 and json.dumps(body)
+
+
+# --- fast paths: same results as the straightforward definitions -------------------------------
+
+
+def test_best_prices_track_max_and_min_through_churn_and_state() -> None:
+    """The kept best prices (a sorted head of each side, rebuilt when it runs out or the book is
+    replaced) always equal max(bids) / min(asks), across deletions of the top and state trips."""
+    import random
+
+    from moonstream.jobs.engines.orderbook_binance import BinanceBook
+
+    rng = random.Random(7)
+    for trial in range(40):
+        n0, span = rng.choice([0, 1, 3, 200]), rng.choice([5, 40, 400])
+        bids = [(str(D(1000 - rng.randint(1, span)) / 10), str(rng.randint(1, 5))) for _ in range(n0)]
+        asks = [(str(D(1000 + rng.randint(1, span)) / 10), str(rng.randint(1, 5))) for _ in range(n0)]
+        book = BinanceBook("BTC")
+        book.on_snapshot(snap(10, 0.0, bids, asks), T0)
+        for k in range(300):
+
+            def side(lo: int, hi: int) -> list[tuple[str, str]]:
+                return [
+                    (str(D(rng.randint(lo, hi)) / 10), rng.choice(["0", "0", "1", "2"]))
+                    for _ in range(rng.randint(0, 8))
+                ]
+
+            book.on_diff(
+                diff(10 + k, 11 + k, 10 + k, 0.0, side(1000 - span, 999), side(1001, 1000 + span)), T0
+            )
+            assert book.status == "synced", trial
+            assert book.best_bid() == (max(book.bids) if book.bids else None), (trial, k)
+            assert book.best_ask() == (min(book.asks) if book.asks else None), (trial, k)
+            if k % 97 == 0:
+                book = BinanceBook.from_state(book.to_state(), "BTC")
+
+
+def _reference_integrals(
+    grid: Any, opened: tuple[dict[Decimal, Decimal], ...], t0: int, steps: list[Any], end: int
+) -> list[dict[int, float]]:
+    """The straightforward accumulation (the engine before its fast paths): every change adds
+    ``float(value) × (t - last)`` to its bucket, also at ``t == last``."""
+    result: list[dict[int, float]] = []
+    for side in (0, 1):
+        cur: dict[int, Decimal] = {}
+        for price, qty in opened[side].items():
+            j = grid.bucket(price)
+            if j is not None:
+                cur[j] = cur.get(j, Decimal(0)) + price * qty
+        last = dict.fromkeys(cur, t0)
+        acc: dict[int, float] = {}
+        for t, changes in steps:
+            for price, old, new in changes[side]:
+                j = grid.bucket(price)
+                if j is None:
+                    continue
+                value = cur.get(j)
+                if value is not None:
+                    acc[j] = acc.get(j, 0.0) + float(value) * (t - last[j])
+                    cur[j] = value + price * (new - old)
+                else:
+                    cur[j] = price * (new - old)
+                last[j] = t
+        for j, value in cur.items():
+            if value:
+                acc[j] = acc.get(j, 0.0) + float(value) * (end - last[j])
+        result.append(acc)
+    return result
+
+
+def test_window_integrals_equal_the_straightforward_accumulation() -> None:
+    """``WindowAccumulator.changes`` (lists, one call per side and message, nothing added for a
+    second change of a bucket at the same instant) gives bit-identical frames to the plain rule."""
+    import random
+
+    rng = random.Random(3)
+    mid = D(100)
+    book = {mid + D(k) / 10: D(rng.randint(1, 9)) / 7 for k in range(-50, 51) if k}
+    opened = ({p: q for p, q in book.items() if p < mid}, {p: q for p, q in book.items() if p > mid})
+    acc = WindowAccumulator("XYZ", T0, T0 + 30 * S)
+    acc.open_book(T0, *opened, mid)
+    levels = dict(book)
+    steps: list[Any] = []
+    for n in range(300):
+        t = T0 + (n // 2) * 97_000_001  # two messages per instant
+        changes: tuple[list[Any], list[Any]] = ([], [])
+        for _ in range(rng.randint(1, 6)):
+            price = mid + D(rng.randint(-60, 60)) / 10
+            new = D(rng.choice([0, 1, 2, 3])) / 3
+            old = levels.get(price, D(0))
+            if price != mid and new != old:
+                changes[0 if price < mid else 1].append((price, old, new))
+                levels[price] = new
+        for side in (0, 1):
+            acc.changes(t, side, changes[side])
+        steps.append((t, changes))
+    frame = acc.finish()
+    assert frame is not None
+    expected = _reference_integrals(frame.grid, opened, T0, steps, T0 + 30 * S)
+    for side, values in ((0, frame.bid_usd), (1, frame.ask_usd)):
+        want = np.zeros(frame.grid.n)
+        for j, integral in expected[side].items():
+            want[j] = integral / frame.coverage_ns
+        assert values.tobytes() == want.tobytes()

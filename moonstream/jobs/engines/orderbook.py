@@ -98,6 +98,9 @@ class OrderbookOutputs:
         }
 
 
+_BOOK_EVENTS = (DepthUpdate, DepthSnapshot, BookSnapshot, BookDelta)
+
+
 def _clamp(t: int, low: int, high: int) -> int:
     return low if t < low else high if t > high else t
 
@@ -129,11 +132,7 @@ def step_orderbook(
     """
     binance = BinanceBook.from_state(state.get(EXCHANGE), symbol)
     totals: Counter[str] = Counter({k: int(v) for k, v in state.get("totals", {}).items()})
-    present = {
-        e.exchange
-        for e in events
-        if e.symbol == symbol and isinstance(e, DepthUpdate | DepthSnapshot | BookSnapshot | BookDelta)
-    }
+    present = {e.exchange for e in events if e.symbol == symbol and isinstance(e, _BOOK_EVENTS)}
     books: dict[str, LevelBook] = {
         name: cls.from_state(state.get(name), symbol)
         for name, cls in LEVEL_BOOKS.items()
@@ -161,7 +160,8 @@ def step_orderbook(
     def advance(ts_ns: int) -> None:
         """Move the clock to a frame-source message's time: switch windows, stop a stale book."""
         nonlocal clock, current
-        clock = max(clock, _clamp(ts_ns, start, end))
+        if ts_ns > clock:  # clock = max(clock, clamp(ts_ns, start, end)), as start <= clock <= end
+            clock = ts_ns if ts_ns < end else end
         if current == 0 and clock >= windows[0].end_ns:
             close_window(0, windows[0].end_ns)
             current = 1
@@ -170,15 +170,16 @@ def step_orderbook(
             close_window(current, clock)  # the book was stale: coverage stopped at live_until
             book._open_window(clock)
 
+    on_diff, on_ticker = binance.on_diff, binance.on_ticker
     for event in events:
         if event.symbol != symbol:
             continue
         if event.exchange == EXCHANGE:
             if isinstance(event, DepthUpdate):
                 advance(event.ts_ns)
-                binance.on_diff(event, clock)
+                on_diff(event, clock)
             elif isinstance(event, BookTicker):
-                binance.on_ticker(event)
+                on_ticker(event)
             elif isinstance(event, DepthSnapshot):
                 binance.on_snapshot(event, clock)
         elif isinstance(event, BookSnapshot | BookDelta) and event.exchange in books:

@@ -8,7 +8,9 @@ current frame window. State is plain JSON (:meth:`BinanceBook.to_state`). See do
 
 from __future__ import annotations
 
+import heapq
 import logging
+from bisect import bisect_left, insort
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,7 +18,12 @@ from decimal import Decimal
 from typing import Any
 
 from moonstream.jobs.engines.market import decimal_text
-from moonstream.jobs.engines.orderbook_frames import WindowAccumulator
+from moonstream.jobs.engines.orderbook_frames import (
+    WindowAccumulator,
+    decimal_cached,
+    decimal_text_cached,
+    decimal_text_memo,
+)
 from moonstream.jobs.events import BookTicker, DepthSnapshot, DepthUpdate, Level
 
 logger = logging.getLogger(__name__)
@@ -30,6 +37,8 @@ MAX_LEVELS_PER_SIDE = 5000
 STALE_NS = 10 * 1_000_000_000
 """A synced book counts as live for at most 10 s of exchange time after its last diff; a frame's
 coverage stops there (the feed may have ended). The ``pu`` chain, not this, decides correctness."""
+TOPS_KEPT = 128
+"""Best prices kept sorted per side (between this and twice this) for the best bid/ask."""
 RECENT_APPLIED = 64
 """Best bid/ask remembered for this many last applied diffs (bookTicker arriving after its diff)."""
 MAX_PENDING_TICKERS = 256
@@ -39,11 +48,25 @@ _ZERO = Decimal(0)
 
 
 def _levels_json(levels: Sequence[Level]) -> list[list[str]]:
-    return [[decimal_text(p), decimal_text(q)] for p, q in levels]
+    text = decimal_text_cached
+    return [[text(p), text(q)] for p, q in levels]
+
+
+def _side_json(book: dict[Decimal, Decimal], descending: bool) -> list[list[str]]:
+    """One side as ``[price, qty]`` texts, best first (prices are unique keys: sorting the keys
+    gives the order of sorting the items). Texts come from the memo of :func:`decimal_text_cached`
+    (a text is never empty, so ``or`` falls back only on a miss)."""
+    memo = decimal_text_memo()
+    get, text = memo.get, decimal_text_cached
+    return [
+        [get(p) or text(p), get(q) or text(q)]
+        for p, q in ((p, book[p]) for p in sorted(book, reverse=descending))
+    ]
 
 
 def _levels_from_json(rows: Sequence[Sequence[str]]) -> tuple[Level, ...]:
-    return tuple((Decimal(p), Decimal(q)) for p, q in rows)
+    dec = decimal_cached
+    return tuple((dec(p), dec(q)) for p, q in rows)
 
 
 def _diff_to_json(diff: DepthUpdate) -> list[Any]:
@@ -94,9 +117,10 @@ class BinanceBook:
     counts: Counter[str] = field(default_factory=Counter)
     window: WindowAccumulator | None = None
     mismatch_logged: bool = False
-    _best_bid: Decimal | None = None
-    _best_ask: Decimal | None = None
-    _dirty: list[bool] = field(default_factory=lambda: [True, True])
+    # The best prices of each side, ascending (see :class:`_Tops`), for the dict object in
+    # ``_tops_books``; rebuilt when that dict is replaced (snapshot, discard, state) or runs out.
+    _tops: list[list[Decimal]] = field(default_factory=lambda: [[], []])
+    _tops_books: list[dict[Decimal, Decimal] | None] = field(default_factory=lambda: [None, None])
 
     # --- state -------------------------------------------------------------------------------
 
@@ -109,8 +133,9 @@ class BinanceBook:
         book.status = str(data["status"])
         book.last_u = data["last_u"]
         book.last_t = data["last_t"]
-        book.bids = {Decimal(p): Decimal(q) for p, q in data["bids"]}
-        book.asks = {Decimal(p): Decimal(q) for p, q in data["asks"]}
+        dec = decimal_cached
+        book.bids = {dec(p): dec(q) for p, q in data["bids"]}
+        book.asks = {dec(p): dec(q) for p, q in data["asks"]}
         book.buffer = [_diff_from_json(row, symbol) for row in data["buffer"]]
         book.ever_synced = bool(data["ever_synced"])
         rng = data["complete_range"]
@@ -133,8 +158,8 @@ class BinanceBook:
             "status": self.status,
             "last_u": self.last_u,
             "last_t": self.last_t,
-            "bids": _levels_json(sorted(self.bids.items(), reverse=True)),
-            "asks": _levels_json(sorted(self.asks.items())),
+            "bids": _side_json(self.bids, True),
+            "asks": _side_json(self.asks, False),
             "buffer": [_diff_to_json(diff) for diff in self.buffer],
             "ever_synced": self.ever_synced,
             "complete_range": None if rng is None else [decimal_text(rng[0]), decimal_text(rng[1])],
@@ -145,16 +170,26 @@ class BinanceBook:
     # --- top of book -------------------------------------------------------------------------
 
     def best_bid(self) -> Decimal | None:
-        if self._dirty[0]:
-            self._best_bid = max(self.bids) if self.bids else None
-            self._dirty[0] = False
-        return self._best_bid
+        tops = self._side_tops(0)
+        return tops[-1] if tops else None
 
     def best_ask(self) -> Decimal | None:
-        if self._dirty[1]:
-            self._best_ask = min(self.asks) if self.asks else None
-            self._dirty[1] = False
-        return self._best_ask
+        tops = self._side_tops(1)
+        return tops[0] if tops else None
+
+    def _side_tops(self, side: int) -> list[Decimal]:
+        """The side's best prices in ascending order: the highest bids / lowest asks of the book,
+        **all** of the book's prices at or beyond the list's far end (empty only for an empty
+        side). Kept by :meth:`_set_levels`; rebuilt from the dict when it is not the dict's or has
+        run out while the side still has levels."""
+        book = self.bids if side == 0 else self.asks
+        tops = self._tops[side]
+        if self._tops_books[side] is not book or (not tops and book):
+            best = heapq.nlargest(TOPS_KEPT, book) if side == 0 else heapq.nsmallest(TOPS_KEPT, book)
+            best.sort()
+            tops = self._tops[side] = best
+            self._tops_books[side] = book
+        return tops
 
     def live_until(self) -> int:
         """Exchange time until which the book counts as live: :data:`STALE_NS` after the last diff."""
@@ -165,25 +200,64 @@ class BinanceBook:
         return None if bid is None or ask is None else (bid + ask) / 2
 
     def _set_levels(self, t: int, side: int, levels: Sequence[Level]) -> None:
-        book = self.bids if side == 0 else self.asks
-        window = self.window if self.status == "synced" else None
+        """Apply one side's levels (quantity 0 deletes), keep the best prices (:meth:`_side_tops`)
+        and integrate each changed level into the frame window while synced.
+
+        The window part is :meth:`WindowAccumulator.changes` inlined (this is the engine's inner
+        loop): same operations, same order."""
+        if not levels:
+            return
+        bids = side == 0
+        book = self.bids if bids else self.asks
+        arrays = (
+            self.window.side_arrays(side) if self.window is not None and self.status == "synced" else None
+        )
+        track = arrays is not None
+        if arrays is not None:
+            index, step, i_min, n, cur, last, acc = arrays
+        tops = self._side_tops(side)
         for price, qty in levels:
-            old = book.get(price, _ZERO)
+            old = book.get(price)
             if qty:
                 book[price] = qty
-                if not self._dirty[side]:
-                    best = self._best_bid if side == 0 else self._best_ask
-                    if best is None or (price > best if side == 0 else price < best):
-                        if side == 0:
-                            self._best_bid = price
-                        else:
-                            self._best_ask = price
-            elif price in book:
+                if old is None:
+                    # a new price: into the best prices when within them (or the side was empty)
+                    if not tops:
+                        tops.append(price)
+                    elif price > tops[0] if bids else price < tops[-1]:
+                        insort(tops, price)
+                        if len(tops) > 2 * TOPS_KEPT:
+                            if bids:
+                                del tops[:TOPS_KEPT]
+                            else:
+                                del tops[TOPS_KEPT:]
+                    old = _ZERO
+                elif old == qty:
+                    continue
+            elif old is not None:
                 del book[price]
-                if price == (self._best_bid if side == 0 else self._best_ask):
-                    self._dirty[side] = True
-            if window is not None and old != qty:
-                window.level(t, side, price, old, qty)
+                if tops and (price >= tops[0] if bids else price <= tops[-1]):
+                    del tops[bisect_left(tops, price)]
+                    if not tops and book:
+                        tops = self._side_tops(side)  # ran out: rebuilt from the rest of the side
+            else:
+                continue
+            if track:
+                i = index.get(price)
+                if i is None:
+                    i = index[price] = int(price // step)
+                j = i - i_min
+                if 0 <= j < n:
+                    value = cur[j]
+                    if value is None:
+                        cur[j] = price * (qty - old)
+                        last[j] = t
+                    else:
+                        since = last[j]
+                        if since != t:
+                            acc[j] += float(value) * (t - since)
+                            last[j] = t
+                        cur[j] = value + price * (qty - old)
 
     # --- events ------------------------------------------------------------------------------
 
@@ -198,7 +272,6 @@ class BinanceBook:
         self.last_u = snap.last_update_id
         self.bids = {p: q for p, q in snap.bids if q}
         self.asks = {p: q for p, q in snap.asks if q}
-        self._dirty = [True, True]
         low = min(self.bids) if self.bids else None
         high = max(self.asks) if self.asks else None
         self.complete_range = None if low is None or high is None else (low, high)
@@ -210,6 +283,16 @@ class BinanceBook:
         """One diff at exchange time ``t`` (``replay``: from the buffer, already counted as seen)."""
         if not replay:
             self.counts["diffs_seen"] += 1
+        last_u = self.last_u
+        if (
+            self.status == "synced"
+            and last_u is not None
+            and diff.prev_last_update_id == last_u
+            and diff.last_update_id > last_u
+        ):
+            self._apply(diff, t)  # the common case: the next diff of the chain
+            self._record_top(diff.last_update_id)
+            return
         if self.status == "empty":
             self._buffer(diff, count=not replay)
             return
@@ -286,7 +369,6 @@ class BinanceBook:
         self.last_u = None
         self.last_t = None
         self.bids, self.asks = {}, {}
-        self._dirty = [True, True]
         self.complete_range = None
         self.recent = []
 
@@ -304,14 +386,17 @@ class BinanceBook:
 
     def _record_top(self, u: int) -> None:
         bid, ask = self.best_bid(), self.best_ask()
-        self.recent.append((u, bid, ask))
-        if len(self.recent) > RECENT_APPLIED:
-            del self.recent[0]
-        quote = self.pending.pop(u, None)
-        if quote is not None:
-            self._compare(u, bid, ask, quote[0], quote[1])
-        for stale in [k for k in self.pending if k <= u]:
-            del self.pending[stale]
+        recent = self.recent
+        recent.append((u, bid, ask))
+        if len(recent) > RECENT_APPLIED:
+            del recent[0]
+        pending = self.pending
+        if pending:
+            quote = pending.pop(u, None)
+            if quote is not None:
+                self._compare(u, bid, ask, quote[0], quote[1])
+            for stale in [k for k in pending if k <= u]:
+                del pending[stale]
 
     def _compare(
         self, u: int, bid: Decimal | None, ask: Decimal | None, t_bid: Decimal, t_ask: Decimal

@@ -17,6 +17,7 @@ State is plain JSON (:meth:`LevelBook.to_state`); no I/O, no clock.
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -24,8 +25,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar, Self
 
-from moonstream.jobs.engines.market import decimal_text
-from moonstream.jobs.engines.orderbook_frames import WindowAccumulator
+from moonstream.jobs.engines.orderbook_frames import Change, WindowAccumulator, decimal_text_cached
 from moonstream.jobs.events import BookDelta, BookSnapshot, Level
 
 logger = logging.getLogger(__name__)
@@ -94,9 +94,10 @@ class LevelBook:
         }
 
     def _levels_to_state(self) -> dict[str, Any]:
+        text = decimal_text_cached
         return {
-            "bids": [[decimal_text(p), decimal_text(q)] for p, q in sorted(self.bids.items(), reverse=True)],
-            "asks": [[decimal_text(p), decimal_text(q)] for p, q in sorted(self.asks.items())],
+            "bids": [[text(p), text(q)] for p, q in sorted(self.bids.items(), reverse=True)],
+            "asks": [[text(p), text(q)] for p, q in sorted(self.asks.items())],
         }
 
     def _levels_from_state(self, data: dict[str, Any]) -> None:
@@ -126,10 +127,11 @@ class LevelBook:
         return -1 if self.last_t is None else self.last_t + STALE_NS
 
     def top(self, side: int, n: int) -> list[Decimal]:
-        """The best ``n`` prices of ``side`` (0 bids high to low, 1 asks low to high)."""
+        """The best ``n`` prices of ``side`` (0 bids high to low, 1 asks low to high); prices are
+        unique, so this is the head of the sorted side."""
         if side == 0:
-            return sorted(self.bids, reverse=True)[:n]
-        return sorted(self.asks)[:n]
+            return heapq.nlargest(n, self.bids)
+        return heapq.nsmallest(n, self.asks)
 
     # --- mutations ---------------------------------------------------------------------------
 
@@ -144,15 +146,18 @@ class LevelBook:
             self.window.level(t, side, price, old, qty)
 
     def _truncate(self, t: int) -> None:
-        """Cut each side to :attr:`depth` levels (the farthest from the top go)."""
+        """Cut each side to :attr:`depth` levels (the farthest from the top go, in ascending price
+        order)."""
         if self.depth is None:
             return
         for side, book in ((0, self.bids), (1, self.asks)):
             extra = len(book) - self.depth
             if extra > 0:
-                far = sorted(book)[:extra] if side == 0 else sorted(book)[-extra:]
-                for price in far:
-                    self._set_level(t, side, price, _ZERO)
+                if extra <= 8:
+                    far = heapq.nsmallest(extra, book) if side == 0 else heapq.nlargest(extra, book)[::-1]
+                else:
+                    far = sorted(book)[:extra] if side == 0 else sorted(book)[-extra:]
+                self._set_levels(t, side, [(price, _ZERO) for price in far])
 
     def _open_window(self, t: int) -> None:
         mid = self.mid()
@@ -198,9 +203,24 @@ class LevelBook:
         self.counts["deltas_applied"] += 1
 
     def _apply_levels(self, delta: BookDelta, t: int) -> None:
-        for side, levels in ((0, delta.bids), (1, delta.asks)):
-            for price, qty in levels:
-                self._set_level(t, side, price, qty)
+        self._set_levels(t, 0, delta.bids)
+        self._set_levels(t, 1, delta.asks)
+
+    def _set_levels(self, t: int, side: int, levels: Sequence[Level]) -> None:
+        """:meth:`_set_level` for each level in order, the window's changes handed over at once."""
+        book = self.bids if side == 0 else self.asks
+        window = self.window if self.status == "synced" else None
+        changes: list[Change] = []
+        for price, qty in levels:
+            old = book.get(price, _ZERO)
+            if qty:
+                book[price] = qty
+            elif price in book:
+                del book[price]
+            if old != qty:
+                changes.append((price, old, qty))
+        if window is not None and changes:
+            window.changes(t, side, changes)
 
     def _discard(self, t: int) -> None:
         """Drop the book (a gap, a restart): no frames from it until the next snapshot."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -40,6 +41,65 @@ DEFAULT_STEP_TARGET = Decimal("0.0004")
 
 FloatArray = npt.NDArray[np.float64]
 U8Array = npt.NDArray[np.uint8]
+Change = tuple[Decimal, Decimal, Decimal]
+"""A level change ``(price, old_qty, new_qty)`` (see :meth:`WindowAccumulator.changes`)."""
+
+_ZERO = Decimal(0)
+_CACHE_LIMIT = 1 << 18
+"""Entries a memo below may hold before it is emptied (bounds memory on very long runs)."""
+_INDEX_MEMO: dict[Decimal, dict[Decimal, int]] = {}
+_TEXT_MEMO: dict[Decimal, str] = {}
+_DECIMAL_MEMO: dict[str, Decimal] = {}
+
+
+def price_index(step: Decimal) -> dict[Decimal, int]:
+    """A memo ``price -> int(price // step)`` for one step (shared by every grid with that step).
+
+    The absolute index depends only on the two values, so a memo is exact: pure caching, no result
+    ever depends on what is cached. :class:`WindowAccumulator` and the books' inner loops fill it."""
+    memo = _INDEX_MEMO.get(step)
+    if memo is None:
+        if len(_INDEX_MEMO) > 64:
+            _INDEX_MEMO.clear()
+        memo = _INDEX_MEMO[step] = {}
+    elif len(memo) > _CACHE_LIMIT:
+        memo.clear()
+    return memo
+
+
+def decimal_text_cached(value: Decimal) -> str:
+    """:func:`~moonstream.jobs.engines.market.decimal_text`, memoized (state serialization).
+
+    That text depends only on the decimal's value (trailing zeros are removed, ``0`` for zero), and
+    equal values are equal dict keys, so the memo returns exactly what the function would."""
+    text = _TEXT_MEMO.get(value)
+    if text is None:
+        if len(_TEXT_MEMO) > _CACHE_LIMIT:
+            _TEXT_MEMO.clear()
+        if value == 0:
+            text = "0"
+        else:
+            text = format(value, "f")
+            if "." in text:
+                text = text.rstrip("0").rstrip(".")
+        _TEXT_MEMO[value] = text
+    return text
+
+
+def decimal_text_memo() -> dict[Decimal, str]:
+    """The memo behind :func:`decimal_text_cached` (read-only use: fast lookups in a loop)."""
+    return _TEXT_MEMO
+
+
+def decimal_cached(text: str) -> Decimal:
+    """``Decimal(text)``, memoized by the text (state loading): decimals are immutable and the
+    same text always gives the same decimal, so sharing one object is exact."""
+    value = _DECIMAL_MEMO.get(text)
+    if value is None:
+        if len(_DECIMAL_MEMO) > _CACHE_LIMIT:
+            _DECIMAL_MEMO.clear()
+        value = _DECIMAL_MEMO[text] = Decimal(text)
+    return value
 
 
 def default_step(mid: Decimal) -> Decimal:
@@ -171,14 +231,26 @@ def intensities(bid: FloatArray, ask: FloatArray) -> tuple[U8Array, U8Array, flo
     return scale(bid), scale(ask), p50, p95
 
 
+SideArrays = tuple[dict[Decimal, int], Decimal, int, int, list[Decimal | None], list[int], list[float]]
+"""One side of an active window, for a book's inner loop (:meth:`WindowAccumulator.side_arrays`):
+``(index memo, step, i_min, n, current values, last change times, integrals)``."""
+
+
 class WindowAccumulator:
     """Integrates resting USD per bucket over one window ``[start_ns, end_ns)`` of exchange time.
 
     The engine calls :meth:`open_book` when the book is (or becomes) synced inside the window,
-    :meth:`level` for every level change while synced, :meth:`close_book` when it loses sync, and
-    :meth:`finish` at the window end. The grid is fixed at the first :meth:`open_book` of the window
-    (the mid at that moment). Current bucket values are exact decimals, integrals are float USD×ns
-    that only ever add non-negative terms, so an empty bucket stays exactly 0.
+    :meth:`level` / :meth:`changes` for every level change while synced, :meth:`close_book` when it
+    loses sync, and :meth:`finish` at the window end. The grid is fixed at the first
+    :meth:`open_book` of the window (the mid at that moment). Current bucket values are exact
+    decimals, integrals are float USD×ns that only ever add non-negative terms, so an empty bucket
+    stays exactly 0.
+
+    Per bucket ``j`` and side: ``_cur[side][j]`` is the exact resting USD (None: the bucket has not
+    held a level since the book was opened), ``_last[side][j]`` the time of its last change and
+    ``_acc[side][j]`` its integral. A bucket's integral gains ``float(value) × (t - last)`` at every
+    change at a new ``t``, in time order, and at the close; a second change at the same ``t`` adds
+    nothing (that term would be an exact ``+0.0``).
     """
 
     def __init__(self, symbol: str, start_ns: int, end_ns: int) -> None:
@@ -189,9 +261,10 @@ class WindowAccumulator:
         self.active = False
         self.coverage_ns = 0
         self.since = 0
-        self._cur: tuple[dict[int, Decimal], dict[int, Decimal]] = ({}, {})
-        self._last: tuple[dict[int, int], dict[int, int]] = ({}, {})
-        self._acc: tuple[dict[int, float], dict[int, float]] = ({}, {})
+        self._cur: tuple[list[Decimal | None], list[Decimal | None]] = ([], [])
+        self._last: tuple[list[int], list[int]] = ([], [])
+        self._acc: tuple[list[float], list[float]] = ([], [])
+        self._index: dict[Decimal, int] = {}
 
     def open_book(
         self, t: int, bids: dict[Decimal, Decimal], asks: dict[Decimal, Decimal], mid: Decimal
@@ -200,36 +273,60 @@ class WindowAccumulator:
         if self.active:
             return
         if self.grid is None:
-            self.grid = make_grid(mid, base_step(self.symbol, mid))
+            grid = self.grid = make_grid(mid, base_step(self.symbol, mid))
+            self._index = price_index(grid.step)
+            self._acc = ([0.0] * grid.n, [0.0] * grid.n)
         grid = self.grid
+        index, step, i_min, n = self._index, grid.step, grid.i_min, grid.n
         for side, levels in enumerate((bids, asks)):
-            cur: dict[int, Decimal] = {}
+            cur: list[Decimal | None] = [None] * n
             for price, qty in levels.items():
-                j = grid.bucket(price)
-                if j is not None:
-                    cur[j] = cur.get(j, Decimal(0)) + price * qty
-            self._cur[side].clear()
-            self._cur[side].update(cur)
-            self._last[side].clear()
-            self._last[side].update(dict.fromkeys(cur, t))
+                i = index.get(price)
+                if i is None:
+                    i = index[price] = int(price // step)
+                j = i - i_min
+                if 0 <= j < n:
+                    value = cur[j]
+                    cur[j] = (_ZERO if value is None else value) + price * qty
+            self._cur[side][:] = cur
+            self._last[side][:] = [t] * n
         self.since = t
         self.active = True
 
+    def side_arrays(self, side: int) -> SideArrays | None:
+        """The arrays of ``side`` for a book's inner loop, None when not integrating. The loop must
+        do exactly what :meth:`changes` does for each changed level."""
+        if not self.active or self.grid is None:
+            return None
+        grid = self.grid
+        return self._index, grid.step, grid.i_min, grid.n, self._cur[side], self._last[side], self._acc[side]
+
     def level(self, t: int, side: int, price: Decimal, old_qty: Decimal, new_qty: Decimal) -> None:
         """A level of ``side`` (0 bid, 1 ask) changed from ``old_qty`` to ``new_qty`` at ``t``."""
-        if not self.active or self.grid is None:
+        self.changes(t, side, ((price, old_qty, new_qty),))
+
+    def changes(self, t: int, side: int, items: Iterable[Change]) -> None:
+        """Levels of ``side`` (0 bid, 1 ask) changed at ``t``, in order: ``(price, old, new)``."""
+        arrays = self.side_arrays(side)
+        if arrays is None:
             return
-        j = self.grid.bucket(price)
-        if j is None:
-            return
-        cur, last, acc = self._cur[side], self._last[side], self._acc[side]
-        value = cur.get(j)
-        if value is not None:
-            acc[j] = acc.get(j, 0.0) + float(value) * (t - last[j])
-            cur[j] = value + price * (new_qty - old_qty)
-        else:
-            cur[j] = price * (new_qty - old_qty)
-        last[j] = t
+        index, step, i_min, n, cur, last, acc = arrays
+        for price, old_qty, new_qty in items:
+            i = index.get(price)
+            if i is None:
+                i = index[price] = int(price // step)
+            j = i - i_min
+            if 0 <= j < n:
+                value = cur[j]
+                if value is None:
+                    cur[j] = price * (new_qty - old_qty)
+                    last[j] = t
+                else:
+                    since = last[j]
+                    if since != t:
+                        acc[j] += float(value) * (t - since)
+                        last[j] = t
+                    cur[j] = value + price * (new_qty - old_qty)
 
     def close_book(self, t: int) -> None:
         """Stop integrating at ``t`` (the book lost sync, or the window ends)."""
@@ -237,11 +334,10 @@ class WindowAccumulator:
             return
         for side in (0, 1):
             cur, last, acc = self._cur[side], self._last[side], self._acc[side]
-            for j, value in cur.items():
+            for j, value in enumerate(cur):
                 if value:
-                    acc[j] = acc.get(j, 0.0) + float(value) * (t - last[j])
-            cur.clear()
-            last.clear()
+                    acc[j] += float(value) * (t - last[j])
+            cur[:] = [None] * len(cur)
         self.coverage_ns += t - self.since
         self.active = False
 
@@ -251,12 +347,8 @@ class WindowAccumulator:
         if self.grid is None or self.coverage_ns <= 0:
             return None
         grid = self.grid
-        sides: list[FloatArray] = []
-        for acc in self._acc:
-            values = np.zeros(grid.n, dtype=np.float64)
-            for j, integral in acc.items():
-                values[j] = integral / self.coverage_ns
-            sides.append(values)
+        coverage = float(self.coverage_ns)
+        sides = [np.array(acc, dtype=np.float64) / coverage for acc in self._acc]
         bid_u8, ask_u8, p50, p95 = intensities(sides[0], sides[1])
         return Frame(
             start_ns=self.start_ns,
@@ -278,11 +370,17 @@ __all__ = [
     "RANGE_PCT",
     "SYMBOL_STEPS",
     "WINDOW_NS",
+    "Change",
     "Frame",
     "Grid",
+    "SideArrays",
     "WindowAccumulator",
     "base_step",
+    "decimal_cached",
+    "decimal_text_cached",
+    "decimal_text_memo",
     "default_step",
     "intensities",
     "make_grid",
+    "price_index",
 ]

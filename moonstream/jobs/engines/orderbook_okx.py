@@ -31,6 +31,7 @@ from decimal import Context, Decimal
 from typing import Any, ClassVar
 
 from moonstream.jobs.engines.orderbook_bybit import LevelBook
+from moonstream.jobs.engines.orderbook_frames import Change
 from moonstream.jobs.events import BookDelta, BookSnapshot, Level
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ OKX_COUNTERS: tuple[str, ...] = (
 ``gaps`` = ``seq_breaks`` + ``checksum_mismatches``."""
 
 _EXACT = Context(prec=80)
+_ZERO = Decimal(0)
 Texts = tuple[str, str]
 
 
@@ -169,6 +171,13 @@ class OkxBook(LevelBook):
         if not qty:
             self.texts[side].pop(price, None)
 
+    def _set_levels(self, t: int, side: int, levels: Sequence[Level]) -> None:
+        super()._set_levels(t, side, levels)
+        texts = self.texts[side]
+        for price, qty in levels:
+            if not qty:
+                texts.pop(price, None)
+
     def _load_levels(self, snap: BookSnapshot) -> None:
         self.contract_value = snap.contract_value
         self.texts = ({}, {})
@@ -182,11 +191,25 @@ class OkxBook(LevelBook):
                     self.texts[side][price] = text
 
     def _apply_levels(self, delta: BookDelta, t: int) -> None:
+        """:meth:`_set_text_level` for each level in order, the window's changes handed over at once."""
+        window = self.window if self.status == "synced" else None
         for side, levels, texts in ((0, delta.bids, delta.bid_texts), (1, delta.asks, delta.ask_texts)):
+            book, side_texts = (self.bids, self.texts[0]) if side == 0 else (self.asks, self.texts[1])
+            changes: list[Change] = []
             for (price, qty), text in zip(
                 levels, level_texts(levels, texts, delta.contract_value), strict=True
             ):
-                self._set_text_level(t, side, price, qty, text)
+                old = book.get(price, _ZERO)
+                if qty:
+                    book[price] = qty
+                    side_texts[price] = text
+                else:
+                    book.pop(price, None)
+                    side_texts.pop(price, None)
+                if old != qty:
+                    changes.append((price, old, qty))
+            if window is not None and changes:
+                window.changes(t, side, changes)
 
     def _discard(self, t: int) -> None:
         super()._discard(t)
