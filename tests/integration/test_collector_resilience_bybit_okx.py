@@ -41,6 +41,7 @@ BYBIT_RATIO = "rest:ratio:account-ratio"
 OKX_RATIO = "rest:ratio:longShortAccountRatio"
 BYBIT_RATIO_PATH = "/v5/market/account-ratio"
 OKX_RATIO_PATH = "/api/v5/rubik/stat/contracts/long-short-account-ratio-contract"
+OKX_RATIO_FIXTURE = "long_short_account_ratio_contract.json"
 # replies to our own requests (acks, pongs): recorded, but not part of the scripted data
 REPLY_CHANNELS = frozenset({"ws:op", "ws:event", "ws:pong"})
 
@@ -233,7 +234,7 @@ def _recorded(c: Collector, exchange: str, channel: str) -> int:
         (
             "okx",
             OKX_RATIO,
-            "long_short_account_ratio_contract.json",
+            OKX_RATIO_FIXTURE,
             {
                 "BTC": f"{OKX_RATIO_PATH}?instId=BTC-USDT-SWAP&period=5m&limit=1",
                 "ETH": f"{OKX_RATIO_PATH}?instId=ETH-USDT-SWAP&period=5m&limit=1",
@@ -352,6 +353,50 @@ def _check_rest_faults(
     assert status["rest"]["last_error"] == f"{channel}: HTTP 500"  # a server error: counted, not a pause
 
 
+def _run_with_faults(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    exchange: str,
+    messages: list[str],
+    respond: Callable[[str], list[str]],
+    garbage: dict[int, str],
+    rest_path: str,
+    failures: list[tuple[int, dict[str, str]]],
+) -> tuple[list[RawRecord], ScriptedExchangeServer, LoopbackHttpServer, bytes]:
+    """One collector against a server that drops the connection after message 100, stalls at 200 and
+    sends ``garbage``, and a REST server that fails ``failures`` before answering; returns the
+    records (checked by :func:`_check_faults`), both servers and the REST body."""
+    channel = BYBIT_RATIO if exchange == "bybit" else OKX_RATIO
+    body = _doc(exchange, "account_ratio.json" if exchange == "bybit" else OKX_RATIO_FIXTURE).encode()
+    _speed_up(monkeypatch, exchange, poll_interval_s=0.2)
+    with (
+        ScriptedExchangeServer(
+            messages, respond, interval_s=0.002, drop_after={100}, stall_at={200}, garbage_before=garbage
+        ) as ws,
+        LoopbackHttpServer({rest_path: body}, failures=failures) as rest,
+    ):
+        _env(monkeypatch, exchange, ws, rest)
+        config = _config(tmp_path, ("BTC",), exchange, stall_timeout_s=1.0)
+
+        def done(c: Collector) -> bool:
+            return (
+                _data_received(c, exchange) == len(messages) + len(garbage)
+                and _recorded(c, exchange, channel) >= 2
+            )
+
+        _run(config, FastClock(), done)
+    return _check_faults(tmp_path, ws, messages, garbage), ws, rest, body
+
+
+def _check_status_after_faults(status: dict[str, Any], trade_channel: str, trades: int) -> None:
+    assert status["reconnects"] >= 2 and status["connections"][0]["reconnects"] == status["reconnects"]
+    assert status["connections"][0]["last_close_reason"] in ("stall", "shutdown")
+    assert status["connected"] is False
+    assert status["unrouted_messages"] == 2 and status["gaps"] == 0
+    assert status["channels"][trade_channel]["messages"] == trades
+    assert status["channels"]["ws:unrouted"]["messages"] == 2
+
+
 def test_bybit_survives_drop_stall_garbage_and_rate_limits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -360,33 +405,11 @@ def test_bybit_survives_drop_stall_garbage_and_rate_limits(
         50: "this is not json",
         250: _doc("bybit", "public_trade.json").replace("BTCUSDT", "XRPUSDT"),  # not our symbol
     }
-    body = _doc("bybit", "account_ratio.json").encode()
     # 429 with Retry-After, then 403 (Bybit's answer to an IP over its limit; no Retry-After), then 500
     failures = [(429, {"Retry-After": "1"}), (403, {}), (500, {})]
-    _speed_up(monkeypatch, "bybit", poll_interval_s=0.2)
-    with (
-        ScriptedExchangeServer(
-            messages,
-            _bybit_respond,
-            interval_s=0.002,
-            drop_after={100},
-            stall_at={200},
-            garbage_before=garbage,
-        ) as ws,
-        LoopbackHttpServer({BYBIT_RATIO_PATH: body}, failures=failures) as rest,
-    ):
-        _env(monkeypatch, "bybit", ws, rest)
-        config = _config(tmp_path, ("BTC",), "bybit", stall_timeout_s=1.0)
-
-        def done(c: Collector) -> bool:
-            return (
-                _data_received(c, "bybit") == len(messages) + len(garbage)
-                and _recorded(c, "bybit", BYBIT_RATIO) >= 2
-            )
-
-        _run(config, FastClock(), done)
-
-    records = _check_faults(tmp_path, ws, messages, garbage)
+    records, ws, rest, body = _run_with_faults(
+        tmp_path, monkeypatch, "bybit", messages, _bybit_respond, garbage, BYBIT_RATIO_PATH, failures
+    )
     acks = [r for r in records if r.channel == "ws:op" and r.payload == BYBIT_SUB_ACK.encode()]
     assert len(acks) >= 3  # one subscription per connection
     assert (
@@ -399,12 +422,7 @@ def test_bybit_survives_drop_stall_garbage_and_rate_limits(
     assert rest.statuses()[1] == 403
     status = _status(tmp_path, "bybit")
     _check_rest_faults(rest, records, BYBIT_RATIO, body, status)
-    assert status["reconnects"] >= 2 and status["connections"][0]["reconnects"] == status["reconnects"]
-    assert status["connections"][0]["last_close_reason"] in ("stall", "shutdown")
-    assert status["connected"] is False
-    assert status["unrouted_messages"] == 2 and status["gaps"] == 0
-    assert status["channels"]["ws:publicTrade"]["messages"] == len(messages)
-    assert status["channels"]["ws:unrouted"]["messages"] == 2
+    _check_status_after_faults(status, "ws:publicTrade", len(messages))
 
 
 def test_okx_survives_drop_stall_garbage_and_rate_limits(
@@ -415,33 +433,11 @@ def test_okx_survives_drop_stall_garbage_and_rate_limits(
         50: "this is not json",
         250: _doc("okx", "trades.json").replace("BTC-USDT-SWAP", "XRP-USDT-SWAP"),  # not our symbol
     }
-    body = _doc("okx", "long_short_account_ratio_contract.json").encode()
     # OKX answers a rate limit with HTTP 429 (code 50011): once with Retry-After, once without
     failures = [(429, {"Retry-After": "1"}), (429, {}), (500, {})]
-    _speed_up(monkeypatch, "okx", poll_interval_s=0.2)
-    with (
-        ScriptedExchangeServer(
-            messages,
-            _okx_respond,
-            interval_s=0.002,
-            drop_after={100},
-            stall_at={200},
-            garbage_before=garbage,
-        ) as ws,
-        LoopbackHttpServer({OKX_RATIO_PATH: body}, failures=failures) as rest,
-    ):
-        _env(monkeypatch, "okx", ws, rest)
-        config = _config(tmp_path, ("BTC",), "okx", stall_timeout_s=1.0)
-
-        def done(c: Collector) -> bool:
-            return (
-                _data_received(c, "okx") == len(messages) + len(garbage)
-                and _recorded(c, "okx", OKX_RATIO) >= 2
-            )
-
-        _run(config, FastClock(), done)
-
-    records = _check_faults(tmp_path, ws, messages, garbage)
+    records, ws, rest, body = _run_with_faults(
+        tmp_path, monkeypatch, "okx", messages, _okx_respond, garbage, OKX_RATIO_PATH, failures
+    )
     subscriptions = [m for m in ws.received if m != "ping"]
     assert len(subscriptions) == ws.connections and len(set(subscriptions)) == 1  # the same, each time
     acks = [json.loads(r.payload) for r in records if r.channel == "ws:event"]
@@ -449,9 +445,4 @@ def test_okx_survives_drop_stall_garbage_and_rate_limits(
     assert rest.statuses()[1] == 429
     status = _status(tmp_path, "okx")
     _check_rest_faults(rest, records, OKX_RATIO, body, status)
-    assert status["reconnects"] >= 2 and status["connections"][0]["reconnects"] == status["reconnects"]
-    assert status["connections"][0]["last_close_reason"] in ("stall", "shutdown")
-    assert status["connected"] is False
-    assert status["unrouted_messages"] == 2 and status["gaps"] == 0
-    assert status["channels"]["ws:trades"]["messages"] == len(messages)
-    assert status["channels"]["ws:unrouted"]["messages"] == 2
+    _check_status_after_faults(status, "ws:trades", len(messages))
