@@ -10,10 +10,13 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Self
 
 import websockets
 from websockets.asyncio.server import ServerConnection
+
+from moonstream.collector.config import CollectorConfig
 
 
 class LoopbackWebsocketServer:
@@ -226,3 +229,42 @@ class LoopbackHttpServer:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+# --- collector test set-up shared by the Bybit/OKX suites ---------------------------------------
+
+
+class FastClock:
+    """Wall time running ``speed`` times faster from ``start_ns`` (default: 5 clock-seconds before a
+    minute of 2024-07-19 ends, so a test crosses a minute boundary within a wall-second)."""
+
+    def __init__(self, start_ns: int = (1_721_347_200 // 60 * 60 + 55) * 1_000_000_000, speed: float = 30.0):
+        self.start_ns, self.speed, self.m0 = start_ns, speed, time.monotonic_ns()
+
+    def __call__(self) -> int:
+        return self.start_ns + int((time.monotonic_ns() - self.m0) * self.speed)
+
+
+def collector_config(
+    tmp_path: Path, symbols: tuple[str, ...], exchange: str, **overrides: Any
+) -> CollectorConfig:
+    """A collector config for loopback tests: short timeouts and backoff, fast finalizing and
+    status, REST polls off unless ``rest_enabled=True``."""
+    values: dict[str, Any] = {
+        "symbols": symbols,
+        "exchanges": (exchange,),
+        "data_url": str(tmp_path / "data"),
+        "spool_dir": str(tmp_path / "spool"),
+        "collector_id": "test",
+        "stall_timeout_s": 30.0,
+        "open_timeout_s": 2.0,
+        "close_timeout_s": 0.5,
+        "backoff_base_s": 0.05,
+        "backoff_cap_s": 0.2,
+        "finalize_grace_s": 1.0,
+        "finalize_interval_s": 0.05,
+        "status_interval_s": 0.1,
+        "rest_enabled": False,
+    }
+    values.update(overrides)
+    return CollectorConfig(**values)

@@ -27,7 +27,7 @@ from moonstream.collector.rawfile import RawRecord, ReadReport, iter_minutes, li
 from moonstream.store import LocalStore
 from moonstream.timeutil import NS_PER_MINUTE, NS_PER_SECOND
 from tests.conftest import REPO_ROOT
-from tests.wsserver import LoopbackWebsocketServer
+from tests.wsserver import FastClock, LoopbackWebsocketServer, collector_config
 
 pytestmark = pytest.mark.integration
 
@@ -101,39 +101,8 @@ class ExchangeServer(LoopbackWebsocketServer):
             player.cancel()
 
 
-def _config(tmp_path: Path, symbols: tuple[str, ...], exchange: str, **overrides: Any) -> CollectorConfig:
-    values: dict[str, Any] = {
-        "symbols": symbols,
-        "exchanges": (exchange,),
-        "data_url": str(tmp_path / "data"),
-        "spool_dir": str(tmp_path / "spool"),
-        "collector_id": "test",
-        "stall_timeout_s": 30.0,
-        "open_timeout_s": 2.0,
-        "close_timeout_s": 0.5,
-        "backoff_base_s": 0.05,
-        "backoff_cap_s": 0.2,
-        "finalize_grace_s": 1.0,
-        "finalize_interval_s": 0.05,
-        "status_interval_s": 0.1,
-        "rest_enabled": False,
-    }
-    values.update(overrides)
-    return CollectorConfig(**values)
-
-
-class FastClock:
-    """Wall time running ``speed`` times faster from ``start_ns``."""
-
-    def __init__(self, start_ns: int, speed: float = 30.0) -> None:
-        self.start_ns, self.speed, self.m0 = start_ns, speed, time.monotonic_ns()
-
-    def __call__(self) -> int:
-        return self.start_ns + int((time.monotonic_ns() - self.m0) * self.speed)
-
-
 def _clock() -> FastClock:
-    return FastClock((1_721_347_200 // 60 * 60 + 55) * NS_PER_SECOND)  # 5 clock-seconds before a minute ends
+    return FastClock()  # 5 clock-seconds before a minute ends
 
 
 def _run(config: CollectorConfig, clock: FastClock, until: Callable[[Collector], bool]) -> Collector:
@@ -227,7 +196,7 @@ def test_bybit_documented_messages_ping_and_subscription(
     _fast_pings(monkeypatch, "bybit", app_ping_interval_s=0.2)
     with ExchangeServer(script, respond, subscriptions=2, interval_s=0.05) as server:
         monkeypatch.setenv("MOONSTREAM_BYBIT_WS_URL", f"ws://127.0.0.1:{server.port}")
-        config = _config(tmp_path, ("BTC", "ROSE"), "bybit")
+        config = collector_config(tmp_path, ("BTC", "ROSE"), "bybit")
 
         def done(c: Collector) -> bool:
             pongs = server.sent.count(BYBIT_PONG)
@@ -259,7 +228,7 @@ def test_bybit_unanswered_ping_reconnects(tmp_path: Path, monkeypatch: pytest.Mo
     _fast_pings(monkeypatch, "bybit", app_ping_interval_s=0.2, app_ping_timeout_s=0.3)
     with ExchangeServer([_doc("bybit", "public_trade.json")], lambda message: []) as server:
         monkeypatch.setenv("MOONSTREAM_BYBIT_WS_URL", f"ws://127.0.0.1:{server.port}")
-        config = _config(tmp_path, ("BTC",), "bybit")
+        config = collector_config(tmp_path, ("BTC",), "bybit")
         clock = _clock()
         reconnected_at: list[int] = []
 
@@ -358,7 +327,7 @@ def test_okx_documented_messages_venue_wide_liquidations_and_ping(
     _fast_pings(monkeypatch, "okx", app_ping_interval_s=0.2)
     with ExchangeServer(script, _okx_respond(snapshot), interval_s=0.05) as server:
         monkeypatch.setenv("MOONSTREAM_OKX_WS_URL", f"ws://127.0.0.1:{server.port}")
-        config = _config(tmp_path, ("BTC", "ETH"), "okx")
+        config = collector_config(tmp_path, ("BTC", "ETH"), "okx")
 
         def done(c: Collector) -> bool:
             return server.sent.count("pong") >= 2 and _received_ws(c, "okx") == len(server.sent)
@@ -402,7 +371,7 @@ def test_okx_book_gap_resubscribes_for_a_fresh_snapshot(
     ]
     with ExchangeServer(script, _okx_respond(fresh), interval_s=0.05) as server:
         monkeypatch.setenv("MOONSTREAM_OKX_WS_URL", f"ws://127.0.0.1:{server.port}")
-        config = _config(tmp_path, ("BTC",), "okx")
+        config = collector_config(tmp_path, ("BTC",), "okx")
 
         def done(c: Collector) -> bool:
             return fresh in server.sent and _received_ws(c, "okx") == len(server.sent)

@@ -32,7 +32,7 @@ from moonstream.jobs.normalize import NORMALIZERS
 from moonstream.store import LocalStore
 from moonstream.timeutil import NS_PER_MINUTE, NS_PER_SECOND
 from tests.conftest import TEST_DATA
-from tests.wsserver import LoopbackHttpServer, ScriptedExchangeServer
+from tests.wsserver import FastClock, LoopbackHttpServer, ScriptedExchangeServer, collector_config
 
 pytestmark = pytest.mark.integration
 
@@ -97,38 +97,11 @@ def _okx_trades(n: int) -> list[str]:
     ]
 
 
-class FastClock:
-    """Wall time running ``speed`` times faster, from 5 clock-seconds before a minute ends."""
-
-    def __init__(self, speed: float = 30.0) -> None:
-        self.start_ns = (1_721_347_200 // 60 * 60 + 55) * NS_PER_SECOND
-        self.speed, self.m0 = speed, time.monotonic_ns()
-
-    def __call__(self) -> int:
-        return self.start_ns + int((time.monotonic_ns() - self.m0) * self.speed)
-
-
 def _config(tmp_path: Path, symbols: tuple[str, ...], exchange: str, **overrides: Any) -> CollectorConfig:
-    values: dict[str, Any] = {
-        "symbols": symbols,
-        "exchanges": (exchange,),
-        "data_url": str(tmp_path / "data"),
-        "spool_dir": str(tmp_path / "spool"),
-        "collector_id": "test",
-        "stall_timeout_s": 30.0,
-        "open_timeout_s": 2.0,
-        "close_timeout_s": 0.5,
-        "backoff_base_s": 0.05,
-        "backoff_cap_s": 0.2,
-        "healthy_after_s": 30.0,
-        "finalize_grace_s": 1.0,
-        "finalize_interval_s": 0.05,
-        "status_interval_s": 0.1,
-        "rest_enabled": True,
-        "rest_timeout_s": 2.0,
-    }
-    values.update(overrides)
-    return CollectorConfig(**values)
+    """Loopback set-up with REST polls on and a long healthy period (backoff keeps growing)."""
+    return collector_config(
+        tmp_path, symbols, exchange, healthy_after_s=30.0, rest_enabled=True, rest_timeout_s=2.0, **overrides
+    )
 
 
 def _env(
