@@ -27,6 +27,7 @@ The etag is the hex md5 of the bytes (unquoted), computed from the file, never c
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import hashlib
 import json
@@ -91,6 +92,28 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _libc_syncfs() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    try:
+        return ctypes.CDLL(None, use_errno=True).syncfs  # Linux (glibc, musl)
+    except (OSError, AttributeError):
+        return None
+
+
+_SYNCFS = _libc_syncfs()
+
+
+def _sync_filesystem(root: Path) -> None:
+    """Flush the file system holding ``root`` (``syncfs``; ``sync`` of every one where it is missing)."""
+    if _SYNCFS is not None:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            if _SYNCFS(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    os.sync()
 
 
 def _ensure_dir(path: Path, sync: bool = True) -> None:
@@ -293,7 +316,7 @@ class LocalStore(Store):
     def barrier(self) -> None:
         """Make every write so far durable before any later one (a no-op when each write is)."""
         if not self.fsync_each_write:
-            os.sync()
+            _sync_filesystem(self.root)
 
     def create(self, key: str, data: bytes, meta: ObjectMeta) -> str:
         """Write a new object; raise :class:`ObjectExists` if the key exists. Returns the etag."""

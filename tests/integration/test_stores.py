@@ -413,7 +413,13 @@ def test_local_barrier_mode_syncs_at_barriers_not_per_write(
 
     calls: list[str] = []
     monkeypatch.setattr(local.os, "fsync", lambda fd: calls.append("fsync"))
-    monkeypatch.setattr(local.os, "sync", lambda: calls.append("sync"))
+    real_sync = local._sync_filesystem
+
+    def recording_sync(root: Path) -> None:
+        calls.append("sync")
+        real_sync(root)  # syncfs on the store's file system, for real
+
+    monkeypatch.setattr(local, "_sync_filesystem", recording_sync)
     durable = LocalStore(tmp_path / "durable")
     durable.create("v1/a.json", b"x", JSON_GZ)
     durable.barrier()
