@@ -329,6 +329,14 @@ def dedup_key(event: Event) -> tuple[Any, ...]:
     recv time), so every collector's disconnects are kept; book deltas: (depth, prev update id,
     update id, seq); book snapshots: (depth, update id, seq); mark price updates: exchange time.
     """
+    # Exact types first, the three that make up nearly every minute (the isinstance() chain below
+    # gives the same keys, for subclasses too).
+    if type(event) is DepthUpdate:
+        return ("DepthUpdate", event.exchange, event.symbol, event.first_update_id, event.last_update_id)
+    if type(event) is BookTicker:
+        return ("BookTicker", event.exchange, event.symbol, event.update_id)
+    if type(event) is Trade:
+        return ("Trade", event.exchange, event.symbol, event.aggregated, event.trade_id)
     if isinstance(event, DepthUpdate):
         return ("DepthUpdate", event.exchange, event.symbol, event.first_update_id, event.last_update_id)
     if isinstance(event, BookTicker):

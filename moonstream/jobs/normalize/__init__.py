@@ -119,52 +119,59 @@ def normalize_records(records: Iterable[RawRecord], symbol: str, stats: Normaliz
     duplicates (memory is one key per event of the call). Returns the kept events in input order.
     """
     out: list[Event] = []
+    append = out.append
     seen: set[tuple[Any, ...]] = set()
+    add = seen.add
     reported: Counter[tuple[str, str, str]] = Counter()
-    kept: Counter[type] = Counter()  # by class, named once at the end
     normalizers = NORMALIZERS
-    for record in records:
-        stats.records += 1
-        normalizer = normalizers.get(record.exchange, _no_normalizer)
-        try:
-            events = normalizer(record, symbol)
-        except NormalizeError as exc:
-            name = type(exc).__name__
-            stats.errors[name] += 1
-            key = (record.exchange, record.channel, name)
-            reported[key] += 1
-            if reported[key] == 1:
-                exc.with_context(exchange=record.exchange, channel=record.channel, recv_ns=record.recv_ns)
-                logger.warning("%s skipped for %s: %s", name, symbol, exc)
-            continue
-        except Exception:
-            stats.errors[INTERNAL] += 1
-            key = (record.exchange, record.channel, INTERNAL)
-            reported[key] += 1
-            if reported[key] == 1:
-                logger.exception(
-                    "normalizer bug on %s (exchange=%s channel=%s recv_ns=%d); record skipped",
-                    symbol,
-                    record.exchange,
-                    record.channel,
-                    record.recv_ns,
-                )
-            continue
-        for event in events:
-            ident = dedup_key(event)
-            if ident in seen:
-                stats.duplicates += 1
+    key_of = dedup_key
+    count = 0
+    duplicates = 0
+    try:
+        for record in records:
+            count += 1
+            try:
+                events = normalizers.get(record.exchange, _no_normalizer)(record, symbol)
+            except NormalizeError as exc:
+                name = type(exc).__name__
+                stats.errors[name] += 1
+                key = (record.exchange, record.channel, name)
+                reported[key] += 1
+                if reported[key] == 1:
+                    exc.with_context(exchange=record.exchange, channel=record.channel, recv_ns=record.recv_ns)
+                    logger.warning("%s skipped for %s: %s", name, symbol, exc)
                 continue
-            seen.add(ident)
-            kept[type(event)] += 1
-            out.append(event)
-    for kind, count in kept.items():
-        stats.events[kind.__name__] += count
-    for (exchange, channel, name), count in reported.items():
-        if count > 1:
+            except Exception:
+                stats.errors[INTERNAL] += 1
+                key = (record.exchange, record.channel, INTERNAL)
+                reported[key] += 1
+                if reported[key] == 1:
+                    logger.exception(
+                        "normalizer bug on %s (exchange=%s channel=%s recv_ns=%d); record skipped",
+                        symbol,
+                        record.exchange,
+                        record.channel,
+                        record.recv_ns,
+                    )
+                continue
+            for event in events:
+                ident = key_of(event)
+                if ident in seen:
+                    duplicates += 1
+                    continue
+                add(ident)
+                append(event)
+    finally:
+        stats.records += count
+        stats.duplicates += duplicates
+    kept: Counter[type] = Counter(map(type, out))  # by class, named once at the end
+    for kind, n in kept.items():
+        stats.events[kind.__name__] += n
+    for (exchange, channel, name), times in reported.items():
+        if times > 1:
             logger.warning(
                 "%d more %s on %s (exchange=%s channel=%s) not logged",
-                count - 1,
+                times - 1,
                 name,
                 symbol,
                 exchange,

@@ -52,6 +52,7 @@ from moonstream.jobs.normalize.fields import (
     ms as _ms,
     obj as _obj,
     parser as _parser,
+    positional_builder,
     price as _price,
     qty as _qty,
     short as _short,
@@ -65,6 +66,27 @@ _NS_PER_MS = NS_PER_MS
 
 # --- helpers ------------------------------------------------------------------------------------
 
+# The hot parsers build events positionally, without the dataclasses' keyword __init__ (see
+# positional_builder: same events, fields checked at import).
+_new_depth_update = positional_builder(
+    DepthUpdate,
+    (
+        "exchange", "symbol", "recv_ns", "ts_ns", "tx_ns", "first_update_id", "last_update_id",
+        "prev_last_update_id", "bids", "asks",
+    ),
+)  # fmt: skip
+_new_trade = positional_builder(
+    Trade,
+    (
+        "exchange", "symbol", "recv_ns", "ts_ns", "trade_id", "price", "qty", "taker_side", "aggregated",
+        "first_trade_id", "last_trade_id", "insurance_fund",
+    ),
+)  # fmt: skip
+_new_book_ticker = positional_builder(
+    BookTicker,
+    ("exchange", "symbol", "recv_ns", "ts_ns", "update_id", "bid_price", "bid_qty", "ask_price", "ask_qty"),
+)
+
 
 @functools.lru_cache(maxsize=256)
 def _instrument(symbol: str) -> str:
@@ -73,18 +95,30 @@ def _instrument(symbol: str) -> str:
 
 def _event(msg: object, expected: str) -> dict[str, Any]:
     """The event object of a combined-stream envelope or a bare event, checked for its ``e``."""
-    data = _obj(msg, "message")
+    if type(msg) is not dict:
+        raise MalformedMessage("message is not a JSON object")
+    data: dict[str, Any] = msg
     if "stream" in data and "data" in data:
-        data = _obj(data["data"], "data")
+        data = data["data"]
+        if type(data) is not dict:
+            raise MalformedMessage("data is not a JSON object")
     etype = data.get("e")
     if etype is not None and etype != expected:
         raise MalformedMessage(f"event type {_short(etype)}, expected {expected!r}")
     return data
 
 
+_INSTRUMENTS: dict[str, str] = {}  # symbol -> instrument, ahead of the lru_cache
+
+
 def _check_symbol(value: object, symbol: str) -> None:
-    if value != _instrument(symbol):
-        raise SymbolMismatch(f"symbol {_short(value)}, expected {_instrument(symbol)!r}")
+    expected = _INSTRUMENTS.get(symbol)
+    if expected is None:
+        expected = _instrument(symbol)
+        if len(_INSTRUMENTS) < 256:
+            _INSTRUMENTS[symbol] = expected
+    if value != expected:
+        raise SymbolMismatch(f"symbol {_short(value)}, expected {expected!r}")
 
 
 def _rest_body(msg: object) -> None:
@@ -127,21 +161,30 @@ def parse_depth_update(msg: Any, symbol: str, recv_ns: int) -> DepthUpdate:
     """
     data = _event(msg, "depthUpdate")
     _check_symbol(data["s"], symbol)
-    first = _int(data["U"], "U")
-    last = _int(data["u"], "u")
+    first = data["U"]
+    if type(first) is not int or first < 0:
+        first = _int(first, "U")
+    last = data["u"]
+    if type(last) is not int or last < 0:
+        last = _int(last, "u")
     if first > last:
         raise InvalidValue(f"U={first} > u={last}")
-    return DepthUpdate(
-        exchange=EXCHANGE,
-        symbol=symbol,
-        recv_ns=recv_ns,
-        ts_ns=_ms(data["E"], "E"),
-        tx_ns=_ms(data["T"], "T"),
-        first_update_id=first,
-        last_update_id=last,
-        prev_last_update_id=_int(data["pu"], "pu"),
-        bids=_levels(data["b"], "b"),
-        asks=_levels(data["a"], "a"),
+    ts_ns = _ms(data["E"], "E")
+    tx_ns = _ms(data["T"], "T")
+    prev = data["pu"]
+    if type(prev) is not int or prev < 0:
+        prev = _int(prev, "pu")
+    return _new_depth_update(
+        EXCHANGE,
+        symbol,
+        recv_ns,
+        ts_ns,
+        tx_ns,
+        first,
+        last,
+        prev,
+        _levels(data["b"], "b"),
+        _levels(data["a"], "a"),
     )
 
 
@@ -157,19 +200,27 @@ def parse_trade(msg: Any, symbol: str, recv_ns: int) -> Trade:
     """
     data = _event(msg, "trade")
     _check_symbol(data["s"], symbol)
-    return Trade(
-        exchange=EXCHANGE,
-        symbol=symbol,
-        recv_ns=recv_ns,
-        ts_ns=_ms(data["T"], "T"),
-        trade_id=_int(data["t"], "t"),
-        price=_price(data["p"], "p"),
-        qty=_qty(data["q"], "q", allow_zero=False),
-        taker_side=_taker(data["m"]),
-        aggregated=False,
-        first_trade_id=None,
-        last_trade_id=None,
-        insurance_fund=data.get("X") == "INSURANCE_FUND",
+    ts_ns = _ms(data["T"], "T")
+    trade_id = data["t"]
+    if type(trade_id) is not int or trade_id < 0:
+        trade_id = _int(trade_id, "t")
+    price = _price(data["p"], "p")
+    qty = _qty(data["q"], "q", allow_zero=False)
+    maker = data["m"]
+    taker_side = _TAKER[maker] if type(maker) is bool else _taker(maker)
+    return _new_trade(
+        EXCHANGE,
+        symbol,
+        recv_ns,
+        ts_ns,
+        trade_id,
+        price,
+        qty,
+        taker_side,
+        False,  # aggregated
+        None,  # first_trade_id
+        None,  # last_trade_id
+        data.get("X") == "INSURANCE_FUND",
     )
 
 
@@ -184,23 +235,35 @@ def parse_agg_trade(msg: Any, symbol: str, recv_ns: int) -> Trade:
     """
     data = _event(msg, "aggTrade")
     _check_symbol(data["s"], symbol)
-    first = _int(data["f"], "f")
-    last = _int(data["l"], "l")
+    first = data["f"]
+    if type(first) is not int or first < 0:
+        first = _int(first, "f")
+    last = data["l"]
+    if type(last) is not int or last < 0:
+        last = _int(last, "l")
     if first > last:
         raise InvalidValue(f"f={first} > l={last}")
-    return Trade(
-        exchange=EXCHANGE,
-        symbol=symbol,
-        recv_ns=recv_ns,
-        ts_ns=_ms(data["T"], "T"),
-        trade_id=_int(data["a"], "a"),
-        price=_price(data["p"], "p"),
-        qty=_qty(data["q"], "q", allow_zero=False),
-        taker_side=_taker(data["m"]),
-        aggregated=True,
-        first_trade_id=first,
-        last_trade_id=last,
-        insurance_fund=False,
+    ts_ns = _ms(data["T"], "T")
+    trade_id = data["a"]
+    if type(trade_id) is not int or trade_id < 0:
+        trade_id = _int(trade_id, "a")
+    price = _price(data["p"], "p")
+    qty = _qty(data["q"], "q", allow_zero=False)
+    maker = data["m"]
+    taker_side = _TAKER[maker] if type(maker) is bool else _taker(maker)
+    return _new_trade(
+        EXCHANGE,
+        symbol,
+        recv_ns,
+        ts_ns,
+        trade_id,
+        price,
+        qty,
+        taker_side,
+        True,  # aggregated
+        first,
+        last,
+        False,  # insurance_fund
     )
 
 
@@ -215,17 +278,20 @@ def parse_book_ticker(msg: Any, symbol: str, recv_ns: int) -> BookTicker:
     """
     data = _event(msg, "bookTicker")
     _check_symbol(data["s"], symbol)
-    stamp = data["E"] if "E" in data else data["T"]
-    return BookTicker(
-        exchange=EXCHANGE,
-        symbol=symbol,
-        recv_ns=recv_ns,
-        ts_ns=_ms(stamp, "E"),
-        update_id=_int(data["u"], "u"),
-        bid_price=_price(data["b"], "b"),
-        bid_qty=_qty(data["B"], "B"),
-        ask_price=_price(data["a"], "a"),
-        ask_qty=_qty(data["A"], "A"),
+    ts_ns = _ms(data["E"] if "E" in data else data["T"], "E")
+    update_id = data["u"]
+    if type(update_id) is not int or update_id < 0:
+        update_id = _int(update_id, "u")
+    return _new_book_ticker(
+        EXCHANGE,
+        symbol,
+        recv_ns,
+        ts_ns,
+        update_id,
+        _price(data["b"], "b"),
+        _qty(data["B"], "B"),
+        _price(data["a"], "a"),
+        _qty(data["A"], "A"),
     )
 
 
@@ -482,11 +548,17 @@ def parse_connection(record: RawRecord, symbol: str) -> ConnectionEvent:
     return connection_event(record, symbol, EXCHANGE)
 
 
-def _dispatch(record: RawRecord, symbol: str) -> list[Event]:
-    channel = record.channel
-    parser = _WS_OR_REST.get(channel)
-    if parser is not None:
-        return [parser(_decode(record.payload), symbol, record.recv_ns)]
+def _unwrapped(fn: Callable[..., Any]) -> _JsonParser:
+    """The parser without its :func:`~moonstream.jobs.normalize.fields.parser` wrapper:
+    :func:`normalize` turns a ``KeyError`` into :class:`MalformedMessage` itself, once."""
+    inner: _JsonParser = getattr(fn, "__wrapped__", fn)
+    return inner
+
+
+_WS_OR_REST_BARE: dict[str, _JsonParser] = {channel: _unwrapped(fn) for channel, fn in _WS_OR_REST.items()}
+
+
+def _dispatch(record: RawRecord, symbol: str, channel: str) -> list[Event]:
     if channel in _IGNORED:
         return []
     csv_parser = _CSV.get(channel)
@@ -512,9 +584,14 @@ def normalize(record: RawRecord, symbol: str) -> list[Event]:
     exchange, channel and recv_ns: :class:`MalformedMessage`, :class:`InvalidValue`,
     :class:`SymbolMismatch` or :class:`UnknownChannel`. ``ws:kline`` is recorded but not used: ``[]``.
     """
+    channel = record.channel
     try:
-        return _dispatch(record, symbol)
+        parser = _WS_OR_REST_BARE.get(channel)
+        if parser is None:
+            return _dispatch(record, symbol, channel)
+        try:
+            return [parser(_decode(record.payload), symbol, record.recv_ns)]
+        except KeyError as exc:  # what the parsers' @_parser wrapper does
+            raise MalformedMessage(f"missing field {_short(exc.args[0] if exc.args else None)}") from None
     except NormalizeError as exc:
-        raise exc.with_context(
-            exchange=record.exchange, channel=record.channel, recv_ns=record.recv_ns
-        ) from None
+        raise exc.with_context(exchange=record.exchange, channel=channel, recv_ns=record.recv_ns) from None

@@ -8,6 +8,7 @@ Each helper raises a :class:`~moonstream.jobs.normalize.NormalizeError` subclass
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
@@ -22,6 +23,9 @@ from moonstream.jobs.normalize import InvalidValue, MalformedMessage
 NS_PER_MS = 1_000_000
 _ZERO = Decimal(0)
 _INF = Decimal("Infinity")
+
+_CACHE_LIMIT = 1 << 16
+"""Entries per number cache (about 12 MB when full); a full cache is emptied."""
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -50,6 +54,80 @@ def parser(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     return wrapper
 
 
+class _Reject(Exception):
+    """A text that a number cache does not hold: the caller falls back to the full validation."""
+
+
+class _NumberCache(dict[str, Decimal]):
+    """``text -> Decimal(text)`` for the strings whose value is finite and > 0 (``positive``) or
+    finite and not < 0 (sizes); looking up anything else raises :class:`_Reject`."""
+
+    __slots__ = ("positive",)
+
+    def __init__(self, *, positive: bool) -> None:
+        super().__init__()
+        self.positive = positive
+
+    def __missing__(self, text: object) -> Decimal:
+        if type(text) is not str:
+            raise _Reject
+        try:
+            number = Decimal(text)
+            ok = number.is_finite() and (number > _ZERO if self.positive else not number < _ZERO)
+        except Exception:
+            raise _Reject from None
+        if not ok:
+            raise _Reject
+        if len(self) >= _CACHE_LIMIT:
+            self.clear()
+        self[text] = number
+        return number
+
+
+# Prices and sizes repeat a lot (the levels near the top of the book, round sizes): parsing each
+# distinct string once, and validating it then, is most of the normalizers' speed. Decimals are
+# immutable, so sharing one between events is safe; the key is the exact text, so "0.100" and
+# "0.1" stay distinct (same value, different exponent).
+_POSITIVE = _NumberCache(positive=True)
+_NON_NEGATIVE = _NumberCache(positive=False)
+
+
+def positional_builder(cls: Callable[..., _R], names: tuple[str, ...]) -> Callable[..., _R]:
+    """``cls(*values)`` for a frozen, slotted event dataclass whose fields are ``names`` in order,
+    at about half the cost of its ``__init__`` (one ``object.__setattr__`` per field).
+
+    The builder sets each slot through its member descriptor, which is what the dataclass's
+    generated ``__init__`` does; the result is the same object (``==``, ``repr``, ``hash``). It is
+    used only when that is all ``__init__`` does: generated (not hand-written), every field an init
+    field, no ``__post_init__``, no ``__new__``; otherwise ``cls`` itself is returned. Raises
+    :class:`ImportError` if the fields are not ``names`` (a hot parser's positional call would be
+    wrong).
+    """
+    kind: Any = cls
+    fields = dataclasses.fields(kind)
+    if tuple(f.name for f in fields) != names:
+        raise ImportError(f"{kind.__name__} fields changed: update the positional calls")
+    init = kind.__dict__.get("__init__")
+    if (
+        not kind.__dataclass_params__.frozen
+        or "__slots__" not in kind.__dict__
+        or getattr(getattr(init, "__code__", None), "co_filename", None) != "<string>"  # generated
+        or not all(f.init for f in fields)
+        or hasattr(kind, "__post_init__")
+        or kind.__new__ is not object.__new__
+    ):
+        return cls
+    scope: dict[str, Any] = {"_new": object.__new__, "_cls": kind}
+    for i, name in enumerate(names):
+        scope[f"_set{i}"] = kind.__dict__[name].__set__
+    args = ", ".join(f"v{i}" for i in range(len(names)))
+    sets = "".join(f"    _set{i}(o, v{i})\n" for i in range(len(names)))
+    exec(f"def build({args}):\n    o = _new(_cls)\n{sets}    return o\n", scope)
+    build: Callable[..., _R] = scope["build"]
+    build.__qualname__ = build.__name__ = f"build_{kind.__name__}"
+    return build
+
+
 def obj(value: object, name: str) -> dict[str, Any]:
     if type(value) is not dict:
         raise MalformedMessage(f"{name} is not a JSON object")
@@ -74,6 +152,10 @@ def num(value: object, name: str) -> Decimal:
 
 def price(value: object, name: str) -> Decimal:
     """A finite number > 0."""
+    try:
+        return _POSITIVE[value]  # type: ignore[index]
+    except (_Reject, TypeError):
+        pass
     number = num(value, name)
     if not number.is_finite() or number <= _ZERO:
         raise InvalidValue(f"{name}={short(value)} is not a positive finite price")
@@ -82,6 +164,10 @@ def price(value: object, name: str) -> Decimal:
 
 def qty(value: object, name: str, *, allow_zero: bool = True) -> Decimal:
     """A finite number >= 0 (> 0 unless ``allow_zero``)."""
+    try:
+        return (_NON_NEGATIVE if allow_zero else _POSITIVE)[value]  # type: ignore[index]
+    except (_Reject, TypeError):
+        pass
     number = num(value, name)
     if not number.is_finite() or number < _ZERO or (not allow_zero and number == _ZERO):
         bound = ">= 0" if allow_zero else "> 0"
@@ -110,6 +196,8 @@ def integer(value: object, name: str) -> int:
 
 
 def ms(value: object, name: str) -> int:
+    if type(value) is int and value >= 0:
+        return value * NS_PER_MS
     return integer(value, name) * NS_PER_MS
 
 
@@ -117,6 +205,12 @@ def levels(raw: object, name: str) -> tuple[Level, ...]:
     """``[["price", "qty"], ...]`` -> ((Decimal, Decimal), ...); price > 0, qty >= 0 (0 deletes)."""
     if type(raw) is not list:
         raise MalformedMessage(f"{name} is not a list")
+    positive = _POSITIVE
+    non_negative = _NON_NEGATIVE
+    try:
+        return tuple([(positive[p], non_negative[q]) for p, q in raw])
+    except (_Reject, ValueError, TypeError):
+        pass  # not all [str, str] pairs of valid numbers: the full loop below names the error
     out: list[Level] = []
     append = out.append
     dec = Decimal
