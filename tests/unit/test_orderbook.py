@@ -501,3 +501,157 @@ def test_window_integrals_equal_the_straightforward_accumulation() -> None:
         for j, integral in expected[side].items():
             want[j] = integral / frame.coverage_ns
         assert values.tobytes() == want.tobytes()
+
+
+# --- parsed books kept between minutes --------------------------------------------------------
+
+
+def _stream(seed: int, exchanges: tuple[str, ...], minutes: int = 5) -> list[list[Event]]:
+    """Random book traffic over ``minutes`` minutes: Binance diffs chained across minutes (with a gap
+    and a resync), bookTickers, Bybit and OKX snapshots and deltas; quantities with trailing zeros
+    and long decimals (sums that round, so the order of summing matters), deletions, new levels."""
+    import random
+
+    from moonstream.jobs.events import BookDelta, BookSnapshot
+
+    rng = random.Random(seed)
+
+    def qty() -> str:
+        kind = rng.random()
+        if kind < 0.15:
+            return "0"
+        if kind < 0.3:
+            return f"{rng.randint(1, 9)}.{rng.randint(0, 9)}00"
+        if kind < 0.4:
+            return f"0.{rng.randint(10**23, 10**24 - 1)}"
+        return str(rng.randint(1, 50) / 10)
+
+    def levels(lo: int, hi: int, n: int) -> list[tuple[str, str]]:
+        return [(f"{rng.randint(lo, hi) / 10:.1f}", qty()) for _ in range(n)]
+
+    def book_event(cls: Any, name: str, ts: int, depth: int, uid: int, prev: int | None, n: int) -> Any:
+        ct = D("0.01") if name == "okx" else D(1)
+        bids = tuple((D(p), D(q) * ct) for p, q in levels(9000, 9999, n))
+        asks = tuple((D(p), D(q) * ct) for p, q in levels(10001, 11000, n))
+        if cls is BookSnapshot:
+            bids = tuple((p, q) for p, q in bids if q)
+            asks = tuple((p, q) for p, q in asks if q)
+            return BookSnapshot(name, "BTC", ts, ts, depth, uid, None, None, ct, bids, asks)
+        return BookDelta(name, "BTC", ts, ts, depth, uid, prev, None, None, ct, bids, asks)
+
+    out: list[list[Event]] = []
+    u, seq = 1000, {"bybit": 1, "okx": 1}
+    for m in range(minutes):
+        events: list[Event] = []
+        base = m * 60.0
+        if m == 0 and "binance" in exchanges:
+            events.append(snap(u, base, levels(9000, 9999, 300), levels(10001, 11000, 300)))
+        for name in ("bybit", "okx"):
+            if name in exchanges and m in (0, 3):
+                seq[name] += 5
+                events.append(book_event(BookSnapshot, name, T0 + int(base * S), 50, seq[name], None, 80))
+        for k in range(rng.randint(80, 160)):
+            ts = T0 + int((base + k * 59.0 / 160) * S)
+            t_s = (ts - T0) / S
+            if "binance" in exchanges:
+                if m == 2 and k == 40:
+                    u += 7  # a gap: the book is dropped until the next snapshot
+                if m == 2 and k == 70:
+                    events.append(snap(u, t_s, levels(9000, 9999, 250), levels(10001, 11000, 250)))
+                events.append(diff(u + 1, u + 3, u, t_s, levels(9900, 9999, 4), levels(10001, 10100, 4)))
+                u += 3
+                if k % 9 == 0:
+                    events.append(ticker(u, "999.9", "1000.1", t_s))
+            for name in ("bybit", "okx"):
+                if name in exchanges and k % 3 == 0:
+                    prev = seq[name]
+                    seq[name] += 1
+                    events.append(book_event(BookDelta, name, ts, 50, seq[name], prev, 3))
+        out.append(events)
+    return out
+
+
+def _dump(state: dict[str, Any], out: Any) -> tuple[Any, ...]:
+    """Everything a step produced, as bytes/text (dict key order included)."""
+    frames = [
+        None
+        if f is None
+        else (f.bid_usd.tobytes(), f.ask_usd.tobytes(), f.bid_u8.tobytes(), f.ask_u8.tobytes(), f.header())
+        for f in out.frames
+    ]
+    return json.dumps(state), json.dumps(out.stats), json.dumps(out.heatmap_body()), frames, out.src
+
+
+@pytest.mark.parametrize(
+    "exchanges", [("binance",), ("binance", "bybit", "okx"), ("bybit", "okx"), ("bybit",)]
+)
+def test_kept_books_give_the_same_outputs_and_states_as_parsing(
+    exchanges: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stepping each minute from the very state dict the previous step returned (its books kept,
+    not parsed) gives byte-identical states and outputs to parsing the state every minute, to a
+    JSON round trip of the state, and to the cache switched off; a second use of the same state
+    dict (a re-run) parses again and gives the same results."""
+    stream = _stream(11, exchanges)
+    hits: list[bool] = []
+    take = orderbook._take_kept
+
+    def counting_take(state: dict[str, Any], symbol: str) -> Any:
+        kept = take(state, symbol)
+        hits.append(bool(kept))
+        return kept
+
+    monkeypatch.setattr(orderbook, "_take_kept", counting_take)
+
+    classes: dict[str, Any] = {"binance": orderbook.BinanceBook, **orderbook.LEVEL_BOOKS}
+
+    def run(mode: str) -> list[tuple[Any, ...]]:
+        orderbook.clear_kept_books()
+        monkeypatch.setattr(orderbook, "KEEP_BOOKS", mode != "off")
+        state: dict[str, Any] = {}
+        results = []
+        for m, events in enumerate(stream):
+            if mode == "copy":
+                state = json.loads(json.dumps(state))
+            if mode == "kept" and m:  # the kept dicts are what parsing gives, in the same order
+                for name, (*_, sides) in orderbook._kept["BTC"].levels.items():
+                    parsed = classes[name].from_state(state[name], "BTC")
+                    assert [list(side.items()) for side in sides] == [
+                        list(parsed.bids.items()),
+                        list(parsed.asks.items()),
+                    ]
+            state, out = step_orderbook(state, events, "BTC", MINUTE + m)
+            results.append(_dump(state, out))
+        return results
+
+    hits.clear()
+    kept = run("kept")
+    assert hits == [False] + [True] * (len(stream) - 1)
+    assert kept == run("off") == run("copy")
+
+    orderbook.clear_kept_books()
+    monkeypatch.setattr(orderbook, "KEEP_BOOKS", True)
+    state, _ = step_orderbook({}, stream[0], "BTC", MINUTE)
+    hits.clear()
+    first = _dump(*step_orderbook(state, stream[1], "BTC", MINUTE + 1))
+    again = _dump(*step_orderbook(state, stream[1], "BTC", MINUTE + 1))
+    assert hits == [True, False] and first == again == kept[1]
+
+
+def test_kept_books_are_per_symbol_and_checked_by_identity() -> None:
+    """Another symbol's step does not take a symbol's books; a state whose book part was replaced
+    in place is parsed."""
+    import dataclasses
+
+    orderbook.clear_kept_books()
+    events = [*synced_events(), diff(111, 120, 110, 40.0, asks=[("101.5", "2")])]
+    eth = [dataclasses.replace(e, symbol="ETH") for e in events]
+    btc_state, _ = step_orderbook({}, events, "BTC", MINUTE)
+    eth_state, _ = step_orderbook({}, eth, "ETH", MINUTE)
+    assert orderbook._take_kept(btc_state, "ETH") == {}  # not ETH's state: ETH's entry is dropped
+    assert set(orderbook._take_kept(btc_state, "BTC")) == {"binance"}
+    assert orderbook._take_kept(btc_state, "BTC") == {}  # used once
+    btc_state, _ = step_orderbook({}, events, "BTC", MINUTE)
+    btc_state["binance"] = json.loads(json.dumps(btc_state["binance"]))
+    assert orderbook._take_kept(btc_state, "BTC") == {}
+    assert eth_state["binance"]["bids"]

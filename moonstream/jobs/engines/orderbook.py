@@ -2,7 +2,9 @@
 
 Pure: ``step_orderbook(state, events, symbol, minute) -> (state, OrderbookOutputs)``; no I/O, no
 clock. The state is plain JSON (decimal strings) and carries the book, the pre-snapshot diff buffer
-and the running totals from one minute to the next. Rules (docs/engines.md, "Order book"):
+and the running totals from one minute to the next (given back the very state dict it returned, the
+step reuses the book it parsed instead of parsing it again: same results, see "parsed books kept
+between minutes" below). Rules (docs/engines.md, "Order book"):
 
 - diffs are buffered (at most :data:`MAX_BUFFERED_DIFFS`, oldest dropped and counted) until a REST
   snapshot is seen; diffs with ``u < lastUpdateId`` are dropped; the first applied diff must bridge
@@ -23,6 +25,8 @@ present of Bybit and OKX (``frame_source`` in the stats, ``exchange``/``src`` in
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,7 +40,7 @@ from moonstream.jobs.engines.orderbook_binance import (
     BinanceBook,
 )
 from moonstream.jobs.engines.orderbook_bybit import BybitBook, LevelBook
-from moonstream.jobs.engines.orderbook_frames import WINDOW_NS, Frame, WindowAccumulator
+from moonstream.jobs.engines.orderbook_frames import WINDOW_NS, Frame, SideDicts, WindowAccumulator
 from moonstream.jobs.engines.orderbook_okx import OkxBook
 from moonstream.jobs.events import BookDelta, BookSnapshot, BookTicker, DepthSnapshot, DepthUpdate, Event
 from moonstream.publish.frames import SOURCE_CODES
@@ -101,6 +105,75 @@ class OrderbookOutputs:
 _BOOK_EVENTS = (DepthUpdate, DepthSnapshot, BookSnapshot, BookDelta)
 
 
+# --- parsed books kept between minutes ---------------------------------------------------------
+#
+# A backfill and the scheduler pass the state dict a step returned, unchanged (the same object), to
+# the next minute's step. Parsing its books (thousands of decimal strings) is then wasted work: the
+# step keeps, per symbol, the state dict it returned last and the level dicts it serialized into
+# it, in the state's order (exactly what the parse builds: same keys, equal values, same order), and
+# the next step given that very object takes them instead of parsing. An entry is used once (taken
+# out, the dicts are mutated by the step that takes them); any other input (a copy, a loaded
+# checkpoint, a second use of the same dict) is parsed as before. Outputs and states do not depend
+# on whether an entry was used (tests/unit/test_orderbook.py runs both ways).
+
+
+@dataclass(frozen=True)
+class _KeptBooks:
+    """What one step returned for ``symbol``: its state dict, and per exchange the state part, its
+    rows lists (checked by identity too) and the level dicts serialized into them."""
+
+    state: dict[str, Any]
+    levels: dict[str, tuple[dict[str, Any], list[Any], list[Any], SideDicts]]
+
+
+KEEP_BOOKS = True
+"""Keep parsed books between minutes (set False to always parse the state)."""
+_kept: dict[str, _KeptBooks] = {}
+_kept_lock = threading.Lock()
+
+
+def clear_kept_books() -> None:
+    """Forget every kept book (the next step of each symbol parses its state)."""
+    with _kept_lock:
+        _kept.clear()
+
+
+def _reset_after_fork() -> None:
+    global _kept_lock
+    _kept_lock = threading.Lock()
+    _kept.clear()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def _take_kept(state: dict[str, Any], symbol: str) -> dict[str, SideDicts]:
+    """The kept level dicts for ``state`` if it is the very dict the last step of ``symbol``
+    returned (and its book parts and rows are still those objects), by exchange; else none."""
+    with _kept_lock:
+        kept = _kept.pop(symbol, None)
+    if kept is None or kept.state is not state or not KEEP_BOOKS:
+        return {}
+    out: dict[str, SideDicts] = {}
+    for name, (part, bids, asks, levels) in kept.levels.items():
+        if state.get(name) is not part or part.get("bids") is not bids or part.get("asks") is not asks:
+            return {}
+        if len(bids) != len(levels[0]) or len(asks) != len(levels[1]):
+            return {}
+        out[name] = levels
+    return out
+
+
+def _keep(symbol: str, state: dict[str, Any], levels: dict[str, SideDicts | None]) -> None:
+    kept = {
+        name: (state[name], state[name]["bids"], state[name]["asks"], sides)
+        for name, sides in levels.items()
+        if sides is not None
+    }
+    with _kept_lock:
+        _kept[symbol] = _KeptBooks(state, kept)
+
+
 def _clamp(t: int, low: int, high: int) -> int:
     return low if t < low else high if t > high else t
 
@@ -130,11 +203,12 @@ def step_orderbook(
     source's messages (Binance: the diffs' ``E``; Bybit/OKX: the messages' ``ts``), clamped into the
     minute and never going backwards; the other books use their messages' clamped time.
     """
-    binance = BinanceBook.from_state(state.get(EXCHANGE), symbol)
+    kept = _take_kept(state, symbol)
+    binance = BinanceBook.from_state(state.get(EXCHANGE), symbol, kept.get(EXCHANGE))
     totals: Counter[str] = Counter({k: int(v) for k, v in state.get("totals", {}).items()})
     present = {e.exchange for e in events if e.symbol == symbol and isinstance(e, _BOOK_EVENTS)}
     books: dict[str, LevelBook] = {
-        name: cls.from_state(state.get(name), symbol)
+        name: cls.from_state(state.get(name), symbol, kept.get(name))
         for name, cls in LEVEL_BOOKS.items()
         if name in state or name in present
     }
@@ -205,13 +279,24 @@ def step_orderbook(
     stats = _stats_body(binance, minute_counts, {k: totals.get(k, 0) for k in COUNTERS}, frames)
     stats["frame_source"] = source
     stats["books"] = {name: _level_book_stats(level_book) for name, level_book in books.items()}
+    keep = KEEP_BOOKS
+    levels: dict[str, SideDicts | None] = {}
+    if keep:
+        binance_state, levels[EXCHANGE] = binance.state_and_levels()
+    else:
+        binance_state = binance.to_state()
     new_state: dict[str, Any] = {
         "version": STATE_VERSION,
-        EXCHANGE: binance.to_state(),
+        EXCHANGE: binance_state,
         "totals": {k: totals.get(k, 0) for k in COUNTERS},
     }
     for name, level_book in books.items():
-        new_state[name] = level_book.to_state()
+        if keep:
+            new_state[name], levels[name] = level_book.state_and_levels()
+        else:
+            new_state[name] = level_book.to_state()
+    if keep:
+        _keep(symbol, new_state, levels)
     return new_state, OrderbookOutputs(frames, stats, (start, start + WINDOW_NS), source)
 
 
@@ -268,6 +353,7 @@ __all__ = [
     "COUNTERS",
     "ENGINE_VERSION",
     "EXCHANGE",
+    "KEEP_BOOKS",
     "LEVEL_BOOKS",
     "MAX_BUFFERED_DIFFS",
     "SOURCE_CODE",
@@ -276,5 +362,6 @@ __all__ = [
     "BybitBook",
     "OkxBook",
     "OrderbookOutputs",
+    "clear_kept_books",
     "step_orderbook",
 ]

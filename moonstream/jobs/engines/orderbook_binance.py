@@ -12,13 +12,14 @@ import heapq
 import logging
 from bisect import bisect_left, insort
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from moonstream.jobs.engines.market import decimal_text
 from moonstream.jobs.engines.orderbook_frames import (
+    SideDicts,
     WindowAccumulator,
     decimal_cached,
     decimal_text_cached,
@@ -54,14 +55,22 @@ def _levels_json(levels: Sequence[Level]) -> list[list[str]]:
 
 def _side_json(book: dict[Decimal, Decimal], descending: bool) -> list[list[str]]:
     """One side as ``[price, qty]`` texts, best first (prices are unique keys: sorting the keys
-    gives the order of sorting the items). Texts come from the memo of :func:`decimal_text_cached`
-    (a text is never empty, so ``or`` falls back only on a miss)."""
+    gives the order of sorting the items)."""
+    return _rows((p, book[p]) for p in sorted(book, reverse=descending))
+
+
+def _rows(items: Iterable[tuple[Decimal, Decimal]]) -> list[list[str]]:
+    """``[price, qty]`` texts of ``items`` in their order. Texts come from the memo of
+    :func:`decimal_text_cached` (a text is never empty, so ``or`` falls back only on a miss)."""
     memo = decimal_text_memo()
     get, text = memo.get, decimal_text_cached
-    return [
-        [get(p) or text(p), get(q) or text(q)]
-        for p, q in ((p, book[p]) for p in sorted(book, reverse=descending))
-    ]
+    return [[get(p) or text(p), get(q) or text(q)] for p, q in items]
+
+
+def _side_sorted(book: dict[Decimal, Decimal], descending: bool) -> dict[Decimal, Decimal]:
+    """The side as a new dict in state order (best first): exactly the order, keys and values
+    (equal decimals) :meth:`BinanceBook.from_state` would build from the side's rows."""
+    return {p: book[p] for p in sorted(book, reverse=descending)}
 
 
 def _levels_from_json(rows: Sequence[Sequence[str]]) -> tuple[Level, ...]:
@@ -125,17 +134,25 @@ class BinanceBook:
     # --- state -------------------------------------------------------------------------------
 
     @classmethod
-    def from_state(cls, data: dict[str, Any] | None, symbol: str) -> BinanceBook:
-        """Rebuild from :meth:`to_state` output (None or ``{}`` gives an empty book)."""
+    def from_state(
+        cls, data: dict[str, Any] | None, symbol: str, levels: SideDicts | None = None
+    ) -> BinanceBook:
+        """Rebuild from :meth:`to_state` output (None or ``{}`` gives an empty book).
+
+        ``levels``: the sides :meth:`state_and_levels` returned with ``data`` (taken over, not
+        copied), used instead of parsing ``data``'s rows; everything else is parsed from ``data``."""
         book = cls(symbol)
         if not data:
             return book
         book.status = str(data["status"])
         book.last_u = data["last_u"]
         book.last_t = data["last_t"]
-        dec = decimal_cached
-        book.bids = {dec(p): dec(q) for p, q in data["bids"]}
-        book.asks = {dec(p): dec(q) for p, q in data["asks"]}
+        if levels is not None:
+            book.bids, book.asks = levels
+        else:
+            dec = decimal_cached
+            book.bids = {dec(p): dec(q) for p, q in data["bids"]}
+            book.asks = {dec(p): dec(q) for p, q in data["asks"]}
         book.buffer = [_diff_from_json(row, symbol) for row in data["buffer"]]
         book.ever_synced = bool(data["ever_synced"])
         rng = data["complete_range"]
@@ -149,7 +166,15 @@ class BinanceBook:
 
     def to_state(self) -> dict[str, Any]:
         """Plain JSON: decimal strings, bids high to low, asks low to high."""
+        return self._state(_side_json(self.bids, True), _side_json(self.asks, False))
 
+    def state_and_levels(self) -> tuple[dict[str, Any], SideDicts]:
+        """:meth:`to_state` and, for :meth:`from_state` of exactly that state, both sides as new
+        dicts in the state's order (the book keeps its own dicts)."""
+        bids, asks = _side_sorted(self.bids, True), _side_sorted(self.asks, False)
+        return self._state(_rows(bids.items()), _rows(asks.items())), (bids, asks)
+
+    def _state(self, bids: list[list[str]], asks: list[list[str]]) -> dict[str, Any]:
         def text(value: Decimal | None) -> str | None:
             return None if value is None else decimal_text(value)
 
@@ -158,8 +183,8 @@ class BinanceBook:
             "status": self.status,
             "last_u": self.last_u,
             "last_t": self.last_t,
-            "bids": _side_json(self.bids, True),
-            "asks": _side_json(self.asks, False),
+            "bids": bids,
+            "asks": asks,
             "buffer": [_diff_to_json(diff) for diff in self.buffer],
             "ever_synced": self.ever_synced,
             "complete_range": None if rng is None else [decimal_text(rng[0]), decimal_text(rng[1])],

@@ -25,7 +25,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar, Self
 
-from moonstream.jobs.engines.orderbook_frames import Change, WindowAccumulator, decimal_text_cached
+from moonstream.jobs.engines.orderbook_frames import (
+    Change,
+    SideDicts,
+    WindowAccumulator,
+    decimal_text_cached,
+)
 from moonstream.jobs.events import BookDelta, BookSnapshot, Level
 
 logger = logging.getLogger(__name__)
@@ -49,6 +54,9 @@ class LevelBook:
 
     EXCHANGE: ClassVar[str] = ""
     COUNTERS: ClassVar[tuple[str, ...]] = ()
+    REUSABLE_LEVELS: ClassVar[bool] = True
+    """Whether the level dicts of :meth:`state_and_levels` equal what :meth:`from_state` parses from
+    its state (decimal texts of the exact values), so they may stand in for the parse."""
 
     symbol: str
     status: str = "empty"
@@ -66,8 +74,11 @@ class LevelBook:
     # --- state -------------------------------------------------------------------------------
 
     @classmethod
-    def from_state(cls, data: dict[str, Any] | None, symbol: str) -> Self:
-        """Rebuild from :meth:`to_state` output (None or ``{}`` gives an empty book)."""
+    def from_state(cls, data: dict[str, Any] | None, symbol: str, levels: SideDicts | None = None) -> Self:
+        """Rebuild from :meth:`to_state` output (None or ``{}`` gives an empty book).
+
+        ``levels``: the sides :meth:`state_and_levels` returned with ``data`` (taken over, not
+        copied), used instead of parsing ``data``'s levels; everything else is parsed from ``data``."""
         book = cls(symbol)
         if data:
             book.status = str(data["status"])
@@ -77,11 +88,31 @@ class LevelBook:
             book.last_t = data["last_t"]
             book.ever_synced = bool(data["ever_synced"])
             book.totals = Counter({k: int(v) for k, v in data["totals"].items()})
-            book._levels_from_state(data)
+            if levels is not None and cls.REUSABLE_LEVELS:
+                book.bids, book.asks = levels
+            else:
+                book._levels_from_state(data)
         return book
 
     def to_state(self) -> dict[str, Any]:
         """Plain JSON; levels bids high to low, asks low to high."""
+        return self._state(self._levels_to_state())
+
+    def state_and_levels(self) -> tuple[dict[str, Any], SideDicts | None]:
+        """:meth:`to_state` and, when :attr:`REUSABLE_LEVELS`, both sides as new dicts in the
+        state's order, for :meth:`from_state` of exactly that state (the book keeps its own)."""
+        if not self.REUSABLE_LEVELS:
+            return self.to_state(), None
+        bids = dict(sorted(self.bids.items(), reverse=True))
+        asks = dict(sorted(self.asks.items()))
+        text = decimal_text_cached
+        rows = {
+            "bids": [[text(p), text(q)] for p, q in bids.items()],
+            "asks": [[text(p), text(q)] for p, q in asks.items()],
+        }
+        return self._state(rows), (bids, asks)
+
+    def _state(self, levels: dict[str, Any]) -> dict[str, Any]:
         return {
             "status": self.status,
             "depth": self.depth,
@@ -89,7 +120,7 @@ class LevelBook:
             "last_seq": self.last_seq,
             "last_t": self.last_t,
             "ever_synced": self.ever_synced,
-            **self._levels_to_state(),
+            **levels,
             "totals": {k: self.totals.get(k, 0) for k in self.COUNTERS},
         }
 

@@ -43,6 +43,8 @@ FloatArray = npt.NDArray[np.float64]
 U8Array = npt.NDArray[np.uint8]
 Change = tuple[Decimal, Decimal, Decimal]
 """A level change ``(price, old_qty, new_qty)`` (see :meth:`WindowAccumulator.changes`)."""
+SideDicts = tuple[dict[Decimal, Decimal], dict[Decimal, Decimal]]
+"""A book's bids and asks, price to quantity (what a book's ``state_and_levels`` hands over)."""
 
 _ZERO = Decimal(0)
 _CACHE_LIMIT = 1 << 18
@@ -374,6 +376,7 @@ __all__ = [
     "Frame",
     "Grid",
     "SideArrays",
+    "SideDicts",
     "WindowAccumulator",
     "base_step",
     "decimal_cached",

@@ -103,6 +103,9 @@ class OkxBook(LevelBook):
 
     EXCHANGE: ClassVar[str] = "okx"
     COUNTERS: ClassVar[tuple[str, ...]] = OKX_COUNTERS
+    REUSABLE_LEVELS: ClassVar[bool] = False
+    """The state keeps OKX's size strings and the book's contract value; a live quantity (from an
+    update's own contract value) need not equal what :meth:`from_state` rebuilds: always parsed."""
 
     contract_value: Decimal | None = None
     texts: tuple[dict[Decimal, Texts], dict[Decimal, Texts]] = field(default_factory=lambda: ({}, {}))
