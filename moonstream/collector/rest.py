@@ -179,30 +179,40 @@ class RestPoller:
             return False
         now = self.clock()
         if status == 200:
-            self._limit_failures = 0
             counts = stats.channels.setdefault(poll.channel, [0, 0])
             counts[0] += 1
             counts[1] += len(body)
             stats.last_message_ns = now
             self.sink.put(symbol, self.spec.name, now, poll.channel, body)
+            limited = self.spec.rate_limited_body
+            if limited is not None and limited(body):  # recorded: the normalizer rejects it
+                stats.rest_errors += 1
+                stats.rest_last_error = f"{poll.channel}: rate limit in an HTTP 200 body"
+                self._rate_limited(poll, status, {}, now)
+            else:
+                self._limit_failures = 0
             return True
         stats.rest_errors += 1
         stats.rest_last_error = f"{poll.channel}: HTTP {status}"
         if status in self.spec.rate_limit_statuses:
-            stats.rest_rate_limited += 1
-            self._limit_failures += 1
-            delay = rate_limit_pause_s(
-                status, headers, self._limit_failures, self.spec, self.policy, random.random()
-            )
-            self._blocked_until = max(self._blocked_until, time.monotonic() + delay)
-            stats.rest_blocked_until_ns = now + int(delay * 1e9)
-            log.warning(
-                "%s rate limit (HTTP %d) on %s: pausing every REST poll for %.1fs",
-                self.spec.name,
-                status,
-                poll.path,
-                delay,
-            )
+            self._rate_limited(poll, status, headers, now)
         else:
             log.warning("%s %s %s: HTTP %d %r", self.spec.name, symbol, poll.path, status, body[:120])
         return False
+
+    def _rate_limited(self, poll: RestPoll, status: int, headers: dict[str, str], now: int) -> None:
+        """Count a rate-limit answer and pause every poll of the exchange (:func:`rate_limit_pause_s`)."""
+        self.stats.rest_rate_limited += 1
+        self._limit_failures += 1
+        delay = rate_limit_pause_s(
+            status, headers, self._limit_failures, self.spec, self.policy, random.random()
+        )
+        self._blocked_until = max(self._blocked_until, time.monotonic() + delay)
+        self.stats.rest_blocked_until_ns = now + int(delay * 1e9)
+        log.warning(
+            "%s rate limit (HTTP %d) on %s: pausing every REST poll for %.1fs",
+            self.spec.name,
+            status,
+            poll.path,
+            delay,
+        )

@@ -19,7 +19,7 @@ from moonstream.collector.rest import rate_limit_pause_s, retry_after_s
 from moonstream.config import ConfigError, build_config
 from moonstream.store import LocalStore
 from moonstream.timeutil import NS_PER_MINUTE, NS_PER_SECOND
-from tests.conftest import shared_file
+from tests.conftest import TEST_DATA, shared_file
 
 POLICY = BackoffPolicy(base=1.0, cap=30.0, healthy_after_s=60.0)
 
@@ -226,3 +226,57 @@ def test_line_buffers_are_written_whole_in_order_and_hold_back_finalizing(tmp_pa
     assert len(collector._queue) == 2
     collector._flush()
     assert not collector._queue and collector.writer.counters.late_lines_dropped == 1
+
+
+class _ListSink:
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str, int, str, bytes]] = []
+
+    def put(self, symbol: str, exchange: str, recv_ns: int, channel: str, payload: bytes) -> None:
+        self.items.append((symbol, exchange, recv_ns, channel, payload))
+
+
+BYBIT_TOO_MANY = (
+    b'{"retCode":10006,"retMsg":"Too many visits!","result":{},"retExtInfo":{},"time":1672738134824}'
+)
+OKX_RATE_LIMIT = (
+    b'{"code":"50011","msg":"Rate limit reached. Please refer to API documentation and throttle '
+    b'requests accordingly.","data":[]}'
+)
+
+
+def test_rate_limit_errors_inside_an_http_200_body() -> None:
+    from moonstream.collector.exchanges import bybit, okx
+
+    assert bybit.rate_limited_body(BYBIT_TOO_MANY) and okx.rate_limited_body(OKX_RATE_LIMIT)
+    ratio = (TEST_DATA / "bybit" / "account_ratio.json").read_bytes()
+    assert not bybit.rate_limited_body(ratio) and not bybit.rate_limited_body(b"not json 10006")
+    assert not okx.rate_limited_body(b'{"code":"0","data":[["1700000000000","50011"]]}')
+    assert get_exchange("binance").rate_limited_body is None
+
+
+def test_poller_records_an_in_body_rate_limit_then_pauses_with_growing_backoff() -> None:
+    import asyncio
+
+    from moonstream.collector.connection import ExchangeStats
+    from moonstream.collector.rest import RestPoller
+
+    spec = get_exchange("bybit")
+    (poll,) = spec.rest_polls("BTC")
+    answers = [(200, {}, BYBIT_TOO_MANY), (200, {}, BYBIT_TOO_MANY), (200, {}, b'{"retCode":0}')]
+    sink, stats = _ListSink(), ExchangeStats()
+    poller = RestPoller(
+        spec, ("BTC",), sink, stats, policy=BackoffPolicy(base=0.001, cap=0.004, healthy_after_s=60.0),
+        clock=lambda: 7, fetch=lambda url, timeout: answers.pop(0),
+    )  # fmt: skip
+    for _ in range(2):
+        assert asyncio.run(poller._fetch_once("BTC", poll)) is True
+    assert poller._limit_failures == 2  # consecutive limits: the backoff grows
+    assert stats.rest_blocked_until_ns is not None and stats.rest_blocked_until_ns > 7
+    assert asyncio.run(poller._fetch_once("BTC", poll)) is True
+    # every body is recorded as received (the normalizer rejects the error bodies) ...
+    assert [item[4] for item in sink.items] == [BYBIT_TOO_MANY, BYBIT_TOO_MANY, b'{"retCode":0}']
+    # ... the two limits are counted and paused on, and the good answer resets the backoff
+    assert (stats.rest_rate_limited, stats.rest_errors) == (2, 2)
+    assert stats.rest_last_error == f"{poll.channel}: rate limit in an HTTP 200 body"
+    assert poller._limit_failures == 0

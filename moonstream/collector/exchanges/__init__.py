@@ -103,6 +103,9 @@ class ExchangeSpec:
     """Messages to send on the connection after a sequence gap on ``(symbol, channel)``."""
     max_connection_age_s: float = 23.5 * 3600
     rate_limit_statuses: frozenset[int] = field(default_factory=lambda: frozenset({429, 418}))
+    rate_limited_body: Callable[[bytes], bool] | None = None
+    """Whether an HTTP 200 body is the exchange's own rate-limit error (Bybit ``retCode`` 10006,
+    OKX ``code`` 50011): recorded as received, and counted and paused on like a 429."""
     rate_limit_min_pause_s: dict[int, float] = field(default_factory=dict)
     """Per rate-limit status, the least pause when the answer has no ``Retry-After`` (a ban the
     exchange documents, e.g. Bybit's 403: "wait for at least 10 minutes")."""

@@ -153,6 +153,20 @@ def rest_polls(symbol: str) -> tuple[RestPoll, ...]:
     return (RestPoll(RATIO_CHANNEL, RATIO_PATH, params, RATIO_INTERVAL_S),)
 
 
+def rate_limited_body(body: bytes) -> bool:
+    """Whether an HTTP 200 body is Bybit's rate-limit error (documented sample)::
+
+    {"retCode":10006,"retMsg":"Too many visits!","result":{},"retExtInfo":{},"time":1672738134824}
+    """
+    if b"10006" not in body:  # the cheap test first: almost every body is data
+        return False
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and doc.get("retCode") == 10006
+
+
 SPEC: ExchangeSpec = ExchangeSpec(
     name=EXCHANGE.value,
     default_ws_url=DEFAULT_WS_URL,
@@ -160,6 +174,7 @@ SPEC: ExchangeSpec = ExchangeSpec(
     connections=ws_connections,
     route=route_message,
     rest_polls=rest_polls,
+    rate_limited_body=rate_limited_body,
     # No gap check: orderbook ``u`` is "a sequence" but its step is not documented; Bybit sends a
     # fresh snapshot itself when it has a problem ("u"=1 after a service restart), and a lost
     # connection starts over with a snapshot.

@@ -268,6 +268,24 @@ class BookSequencer:
         }
 
 
+def rate_limited_body(body: bytes) -> bool:
+    """Whether an HTTP 200 body is OKX's rate-limit error (documented sample)::
+
+        {"code":"50011","msg":"Rate limit reached. Please refer to API documentation and throttle
+         requests accordingly.","data":[]}
+
+    OKX documents it with HTTP 429 (handled as a status), but a proxy or gateway may pass it on as a
+    200.
+    """
+    if b"50011" not in body:  # the cheap test first: almost every body is data
+        return False
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and doc.get("code") == "50011"
+
+
 SPEC: ExchangeSpec = ExchangeSpec(
     name=EXCHANGE.value,
     default_ws_url=DEFAULT_WS_URL,
@@ -275,6 +293,7 @@ SPEC: ExchangeSpec = ExchangeSpec(
     connections=ws_connections,
     route=route_message,
     rest_polls=rest_polls,
+    rate_limited_body=rate_limited_body,
     new_sequencer=BookSequencer,
     ping_interval_s=None,  # OKX documents a text "ping" / "pong" heartbeat instead
     ping_timeout_s=None,
