@@ -72,6 +72,9 @@ class Publication:
         self._replace_immutable = replace_immutable
         self._immutables: list[_Immutable] = []
         self._pointers: list[_Pointer] = []
+        # encodings of the documents queued as immutables, by identity: a ``latest`` pointer to the
+        # same document reuses them instead of serializing and compressing it again
+        self._encoded: dict[int, tuple[Any, bytes]] = {}
         self.report = PublishReport()
 
     @property
@@ -84,7 +87,9 @@ class Publication:
         return gzip_bytes(data) if self._layout.gzip_json else data
 
     def add_immutable_json(self, key: str, document: Any) -> None:
-        self.add_immutable(key, self.encode_json(document), self._layout.immutable_json_meta())
+        data = self.encode_json(document)
+        self._encoded[id(document)] = (document, data)
+        self.add_immutable(key, data, self._layout.immutable_json_meta())
 
     def add_immutable(self, key: str, data: bytes, meta: ObjectMeta) -> None:
         self._immutables.append(_Immutable(key, data, meta))
@@ -128,6 +133,12 @@ class Publication:
         else:
             report.immutables_unchanged += 1
 
+    def _encode_pointer(self, document: Any) -> bytes:
+        queued = self._encoded.get(id(document))
+        if queued is not None and queued[0] is document:
+            return queued[1]
+        return self.encode_json(document)
+
     def _write_pointer(self, pointer: _Pointer, report: PublishReport) -> None:
         for _ in range(POINTER_CAS_ATTEMPTS):
             current: StoredObject | None
@@ -144,7 +155,7 @@ class Publication:
             if new_doc is None:
                 report.pointers_unchanged += 1
                 return
-            data = new_doc if pointer.binary else self.encode_json(new_doc)
+            data = new_doc if pointer.binary else self._encode_pointer(new_doc)
             if current is not None and current.data == data:
                 report.pointers_unchanged += 1
                 return
