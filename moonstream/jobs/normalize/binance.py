@@ -161,19 +161,13 @@ def parse_depth_update(msg: Any, symbol: str, recv_ns: int) -> DepthUpdate:
     """
     data = _event(msg, "depthUpdate")
     _check_symbol(data["s"], symbol)
-    first = data["U"]
-    if type(first) is not int or first < 0:
-        first = _int(first, "U")
-    last = data["u"]
-    if type(last) is not int or last < 0:
-        last = _int(last, "u")
+    first = _int(data["U"], "U")
+    last = _int(data["u"], "u")
     if first > last:
         raise InvalidValue(f"U={first} > u={last}")
     ts_ns = _ms(data["E"], "E")
     tx_ns = _ms(data["T"], "T")
-    prev = data["pu"]
-    if type(prev) is not int or prev < 0:
-        prev = _int(prev, "pu")
+    prev = _int(data["pu"], "pu")
     return _new_depth_update(
         EXCHANGE,
         symbol,
@@ -201,13 +195,10 @@ def parse_trade(msg: Any, symbol: str, recv_ns: int) -> Trade:
     data = _event(msg, "trade")
     _check_symbol(data["s"], symbol)
     ts_ns = _ms(data["T"], "T")
-    trade_id = data["t"]
-    if type(trade_id) is not int or trade_id < 0:
-        trade_id = _int(trade_id, "t")
+    trade_id = _int(data["t"], "t")
     price = _price(data["p"], "p")
     qty = _qty(data["q"], "q", allow_zero=False)
-    maker = data["m"]
-    taker_side = _TAKER[maker] if type(maker) is bool else _taker(maker)
+    taker_side = _taker(data["m"])
     return _new_trade(
         EXCHANGE,
         symbol,
@@ -235,22 +226,15 @@ def parse_agg_trade(msg: Any, symbol: str, recv_ns: int) -> Trade:
     """
     data = _event(msg, "aggTrade")
     _check_symbol(data["s"], symbol)
-    first = data["f"]
-    if type(first) is not int or first < 0:
-        first = _int(first, "f")
-    last = data["l"]
-    if type(last) is not int or last < 0:
-        last = _int(last, "l")
+    first = _int(data["f"], "f")
+    last = _int(data["l"], "l")
     if first > last:
         raise InvalidValue(f"f={first} > l={last}")
     ts_ns = _ms(data["T"], "T")
-    trade_id = data["a"]
-    if type(trade_id) is not int or trade_id < 0:
-        trade_id = _int(trade_id, "a")
+    trade_id = _int(data["a"], "a")
     price = _price(data["p"], "p")
     qty = _qty(data["q"], "q", allow_zero=False)
-    maker = data["m"]
-    taker_side = _TAKER[maker] if type(maker) is bool else _taker(maker)
+    taker_side = _taker(data["m"])
     return _new_trade(
         EXCHANGE,
         symbol,
@@ -279,9 +263,7 @@ def parse_book_ticker(msg: Any, symbol: str, recv_ns: int) -> BookTicker:
     data = _event(msg, "bookTicker")
     _check_symbol(data["s"], symbol)
     ts_ns = _ms(data["E"] if "E" in data else data["T"], "E")
-    update_id = data["u"]
-    if type(update_id) is not int or update_id < 0:
-        update_id = _int(update_id, "u")
+    update_id = _int(data["u"], "u")
     return _new_book_ticker(
         EXCHANGE,
         symbol,
