@@ -49,6 +49,7 @@ from moonstream.jobs.normalize.fields import (
     finite as _finite,
     integer as _int,
     levels as _levels,
+    missing_field as _missing_field,
     ms as _ms,
     obj as _obj,
     parser as _parser,
@@ -574,6 +575,6 @@ def normalize(record: RawRecord, symbol: str) -> list[Event]:
         try:
             return [parser(_decode(record.payload), symbol, record.recv_ns)]
         except KeyError as exc:  # what the parsers' @_parser wrapper does
-            raise MalformedMessage(f"missing field {_short(exc.args[0] if exc.args else None)}") from None
+            raise _missing_field(exc) from None
     except NormalizeError as exc:
         raise exc.with_context(exchange=record.exchange, channel=channel, recv_ns=record.recv_ns) from None

@@ -41,6 +41,11 @@ def short(value: object) -> str:
     return text if len(text) <= 24 else text[:21] + "..."
 
 
+def missing_field(exc: KeyError) -> MalformedMessage:
+    """The :class:`MalformedMessage` for a parser's missing dict key."""
+    return MalformedMessage(f"missing field {short(exc.args[0] if exc.args else None)}")
+
+
 def parser(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """Turn a missing dict key inside a parser into :class:`MalformedMessage`."""
 
@@ -49,7 +54,7 @@ def parser(fn: Callable[_P, _R]) -> Callable[_P, _R]:
         try:
             return fn(*args, **kwargs)
         except KeyError as exc:
-            raise MalformedMessage(f"missing field {short(exc.args[0] if exc.args else None)}") from None
+            raise missing_field(exc) from None
 
     return wrapper
 
