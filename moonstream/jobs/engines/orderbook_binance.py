@@ -239,7 +239,7 @@ class BinanceBook:
         )
         track = arrays is not None
         if arrays is not None:
-            index, step, i_min, n, cur, last, acc = arrays
+            index, i_min, n, cur, last, acc = arrays
         tops = self._side_tops(side)
         for price, qty in levels:
             old = book.get(price)
@@ -268,10 +268,7 @@ class BinanceBook:
             else:
                 continue
             if track:
-                i = index.get(price)
-                if i is None:
-                    i = index[price] = int(price // step)
-                j = i - i_min
+                j = index[price] - i_min
                 if 0 <= j < n:
                     value = cur[j]
                     if value is None:

@@ -54,8 +54,23 @@ _TEXT_MEMO: dict[Decimal, str] = {}
 _DECIMAL_MEMO: dict[str, Decimal] = {}
 
 
+class _PriceIndex(dict[Decimal, int]):
+    """``index[price]`` is ``int(price // step)``, computed once per price (on a miss)."""
+
+    __slots__ = ("step",)
+
+    def __init__(self, step: Decimal) -> None:
+        super().__init__()
+        self.step = step
+
+    def __missing__(self, price: Decimal) -> int:
+        i = self[price] = int(price // self.step)
+        return i
+
+
 def price_index(step: Decimal) -> dict[Decimal, int]:
-    """A memo ``price -> int(price // step)`` for one step (shared by every grid with that step).
+    """A memo ``price -> int(price // step)`` for one step (shared by every grid with that step):
+    ``index[price]`` computes a missing entry.
 
     The absolute index depends only on the two values, so a memo is exact: pure caching, no result
     ever depends on what is cached. :class:`WindowAccumulator` and the books' inner loops fill it."""
@@ -63,7 +78,7 @@ def price_index(step: Decimal) -> dict[Decimal, int]:
     if memo is None:
         if len(_INDEX_MEMO) > 64:
             _INDEX_MEMO.clear()
-        memo = _INDEX_MEMO[step] = {}
+        memo = _INDEX_MEMO[step] = _PriceIndex(step)
     elif len(memo) > _CACHE_LIMIT:
         memo.clear()
     return memo
@@ -233,9 +248,9 @@ def intensities(bid: FloatArray, ask: FloatArray) -> tuple[U8Array, U8Array, flo
     return scale(bid), scale(ask), p50, p95
 
 
-SideArrays = tuple[dict[Decimal, int], Decimal, int, int, list[Decimal | None], list[int], list[float]]
+SideArrays = tuple[dict[Decimal, int], int, int, list[Decimal | None], list[int], list[float]]
 """One side of an active window, for a book's inner loop (:meth:`WindowAccumulator.side_arrays`):
-``(index memo, step, i_min, n, current values, last change times, integrals)``."""
+``(index memo, i_min, n, current values, last change times, integrals)``."""
 
 
 class WindowAccumulator:
@@ -279,14 +294,11 @@ class WindowAccumulator:
             self._index = price_index(grid.step)
             self._acc = ([0.0] * grid.n, [0.0] * grid.n)
         grid = self.grid
-        index, step, i_min, n = self._index, grid.step, grid.i_min, grid.n
+        index, i_min, n = self._index, grid.i_min, grid.n
         for side, levels in enumerate((bids, asks)):
             cur: list[Decimal | None] = [None] * n
             for price, qty in levels.items():
-                i = index.get(price)
-                if i is None:
-                    i = index[price] = int(price // step)
-                j = i - i_min
+                j = index[price] - i_min
                 if 0 <= j < n:
                     value = cur[j]
                     cur[j] = (_ZERO if value is None else value) + price * qty
@@ -301,7 +313,7 @@ class WindowAccumulator:
         if not self.active or self.grid is None:
             return None
         grid = self.grid
-        return self._index, grid.step, grid.i_min, grid.n, self._cur[side], self._last[side], self._acc[side]
+        return self._index, grid.i_min, grid.n, self._cur[side], self._last[side], self._acc[side]
 
     def level(self, t: int, side: int, price: Decimal, old_qty: Decimal, new_qty: Decimal) -> None:
         """A level of ``side`` (0 bid, 1 ask) changed from ``old_qty`` to ``new_qty`` at ``t``."""
@@ -312,12 +324,9 @@ class WindowAccumulator:
         arrays = self.side_arrays(side)
         if arrays is None:
             return
-        index, step, i_min, n, cur, last, acc = arrays
+        index, i_min, n, cur, last, acc = arrays
         for price, old_qty, new_qty in items:
-            i = index.get(price)
-            if i is None:
-                i = index[price] = int(price // step)
-            j = i - i_min
+            j = index[price] - i_min
             if 0 <= j < n:
                 value = cur[j]
                 if value is None:
