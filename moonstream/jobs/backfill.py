@@ -1,15 +1,18 @@
 """Backfill: the minute job over a range of stored minute files, resumable after a kill.
 
 A cold start (no checkpoint before the range) first warms the engines up, without publishing, from
-the nearest earlier minute with an order-book snapshot. A minute counts as done when its state
-checkpoint exists (written by the same engine versions) and its product versions are on the site:
-state is saved only after publishing, so a kill at any point leaves the range resumable, and a
-re-run rewrites identical bytes or nothing at all.
+the nearest earlier minute with an order-book snapshot. The range is done up to the newest state checkpoint
+(written by the same engine versions) with every minute before it on the site: state is saved only
+after publishing, so a kill at any point leaves the range resumable, and a re-run rewrites identical
+bytes or nothing at all. Pointers (``latest``, indexes, partial history chunks) are written once per
+commit, not once per minute, and commits are hourly for a range older than retention keeps every
+checkpoint of (:func:`commits_after`).
 Symbols are independent: with ``workers > 1`` each symbol runs in its own process.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import queue
@@ -25,11 +28,18 @@ from tqdm import tqdm
 
 from moonstream.collector.rawfile import ReadReport, list_raw_minutes, read_minute
 from moonstream.jobs.config import JobConfig
-from moonstream.jobs.minute import ENGINE_VERSIONS, JobContext, calibrate_if_window_end, run_minute
-from moonstream.jobs.retention import state_before
+from moonstream.jobs.minute import (
+    ENGINE_VERSIONS,
+    JobContext,
+    calibrate_if_window_end,
+    commit_held,
+    run_minute,
+)
+from moonstream.jobs.retention import MINUTES_PER_HOUR, RetentionPolicy, state_before
 from moonstream.jobs.state import SymbolState, checkpoint_key, read_checkpoint
+from moonstream.publish.publisher import PointerBuffer
 from moonstream.publish.site import publish_static_assets
-from moonstream.timeutil import iso_minute
+from moonstream.timeutil import iso_minute, minute_of
 
 logger = logging.getLogger(__name__)
 
@@ -90,16 +100,27 @@ class SymbolPlan:
 
 
 def _done_minutes(ctx: JobContext, symbol: str, first: int, last: int) -> int | None:
-    """The last minute of the unbroken run of finished minutes starting at ``first``, if any."""
+    """The newest minute of ``first..last`` with a checkpoint such that every minute from ``first`` to
+    it is on the site (a backfill saves a checkpoint only after publishing and flushing every minute
+    up to it), if any."""
     done: int | None = None
     for minute in range(first, last + 1):
-        if not ctx.data.exists(checkpoint_key(symbol, minute)):
-            break
-        # State is saved only after every product is published, so one product shows the site has them.
+        # Every product of a minute is published together, so one product shows the site has them.
         if not ctx.site.exists(ctx.layout.version_key(symbol, "market", minute)):
             break
-        done = minute
+        if ctx.data.exists(checkpoint_key(symbol, minute)):
+            done = minute
     return done
+
+
+def commits_after(minute: int, last: int, now_minute: int, policy: RetentionPolicy) -> bool:
+    """Whether a backfill commits after ``minute`` (writes its held pointers, saves its checkpoint
+    and moves the head): after the range's last minute, after each ``:00`` minute (the checkpoint
+    retention keeps hourly) and after every minute young enough for retention to keep them all.
+
+    Between commits the minutes' pointer updates are held in memory (one write per pointer per
+    commit) and no checkpoint is written, so a kill loses at most an hour's work of an old range."""
+    return minute == last or minute % MINUTES_PER_HOUR == 0 or now_minute - minute < policy.keep_all_minutes
 
 
 def _starting_state(ctx: JobContext, symbol: str, first: int, last: int) -> tuple[int, SymbolState, int]:
@@ -155,22 +176,34 @@ def plan_backfill(ctx: JobContext, symbols: Sequence[str], first: int, last: int
 
 
 def backfill_symbol(
-    ctx: JobContext, symbol: str, first: int, last: int, progress: Any = None
+    ctx: JobContext,
+    symbol: str,
+    first: int,
+    last: int,
+    progress: Any = None,
+    *,
+    now_minute: int | None = None,
 ) -> BackfillReport:
     """Run one symbol over ``first..last``, oldest first, resuming after finished minutes.
 
     ``progress`` is anything with ``put(n)`` (a queue) or ``update(n)`` (a tqdm bar), told of each minute.
+    ``now_minute`` (default: the wall clock) dates the minutes for :func:`commits_after`.
     """
     started = time.perf_counter()
     report = BackfillReport()
+    policy = RetentionPolicy.from_config(ctx.config)
+    now = minute_of(time.time_ns()) if now_minute is None else now_minute
     start, state, already = _starting_state(ctx, symbol, first, last)
     report.minutes_already_done = already
     if already:
         logger.info("%s: resuming after %d finished minutes, at %s", symbol, already, iso_minute(start))
         _tell(progress, already)
+    held = PointerBuffer(ctx.site, ctx.layout)
     for minute in range(start, last + 1):
         calibrate_if_window_end(ctx, symbol, minute)
-        state, result = run_minute(ctx, symbol, minute, state=state)
+        state, result = run_minute(ctx, symbol, minute, state=state, pointers=held)
+        if commits_after(minute, last, now, policy):
+            commit_held(ctx, held, state)
         report.minutes_processed += 1
         report.records += result.records
         report.errors += result.errors
@@ -195,9 +228,27 @@ def _tell(progress: Any, n: int) -> None:
         progress.put(n)
 
 
-def _worker(config: JobConfig, symbol: str, first: int, last: int, progress: Any) -> BackfillReport:
+#: Cyclic-GC thresholds for a backfill process. A minute allocates hundreds of thousands of short-lived
+#: objects (events, level tuples, documents) and makes almost no reference cycles; at Python's default
+#: generation-0 threshold (700) the collector runs hundreds of times a minute, rescans the engines' live
+#: state each time it reaches the older generations, and frees next to nothing.
+BACKFILL_GC_THRESHOLDS = (50_000, 20, 20)
+
+
+def tune_gc_for_backfill() -> None:
+    """Set :data:`BACKFILL_GC_THRESHOLDS` and move what is alive now (modules, config) out of the
+    collector's sight (``gc.freeze``). For a process's entry point: the settings are process-wide."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*BACKFILL_GC_THRESHOLDS)
+
+
+def _worker(
+    config: JobConfig, symbol: str, first: int, last: int, progress: Any, now_minute: int | None
+) -> BackfillReport:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return backfill_symbol(JobContext.open(config), symbol, first, last, progress)
+    tune_gc_for_backfill()
+    return backfill_symbol(JobContext.open(config), symbol, first, last, progress, now_minute=now_minute)
 
 
 def backfill(
@@ -208,8 +259,10 @@ def backfill(
     *,
     workers: int = 1,
     progress: bool | None = None,
+    now_minute: int | None = None,
 ) -> BackfillReport:
-    """Run the minute job for every symbol over ``first..last`` (inclusive), oldest first per symbol."""
+    """Run the minute job for every symbol over ``first..last`` (inclusive), oldest first per symbol.
+    ``now_minute`` (default: the wall clock) dates the minutes for :func:`commits_after`."""
     if last < first:
         raise ValueError(f"empty range: {iso_minute(first)} is after {iso_minute(last)}")
     started = time.perf_counter()
@@ -220,9 +273,9 @@ def backfill(
     with tqdm(total=total, desc="backfill", unit="min", disable=not show, smoothing=0.1) as bar:
         if workers <= 1 or len(symbols) <= 1:
             for symbol in symbols:
-                report.merge(backfill_symbol(ctx, symbol, first, last, bar))
+                report.merge(backfill_symbol(ctx, symbol, first, last, bar, now_minute=now_minute))
         else:
-            report = _backfill_parallel(ctx.config, symbols, first, last, workers, bar)
+            report = _backfill_parallel(ctx.config, symbols, first, last, workers, bar, now_minute)
     report.duration_s = time.perf_counter() - started
     logger.info(
         "backfill %s %s..%s: %s", ",".join(symbols), iso_minute(first), iso_minute(last), report.summary()
@@ -231,14 +284,20 @@ def backfill(
 
 
 def _backfill_parallel(
-    config: JobConfig, symbols: Sequence[str], first: int, last: int, workers: int, bar: tqdm[Any]
+    config: JobConfig,
+    symbols: Sequence[str],
+    first: int,
+    last: int,
+    workers: int,
+    bar: tqdm[Any],
+    now_minute: int | None,
 ) -> BackfillReport:
     context = multiprocessing.get_context("spawn")
     report = BackfillReport()
     with context.Manager() as manager, ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         updates = manager.Queue()
         futures: list[Future[BackfillReport]] = [
-            pool.submit(_worker, config, symbol, first, last, updates) for symbol in symbols
+            pool.submit(_worker, config, symbol, first, last, updates, now_minute) for symbol in symbols
         ]
         while not all(f.done() for f in futures) or not updates.empty():
             try:

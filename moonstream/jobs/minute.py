@@ -28,7 +28,7 @@ from moonstream.jobs.events import Event
 from moonstream.jobs.normalize import NormalizeStats, normalize_records
 from moonstream.jobs.state import SymbolState, load_state_before, save_state
 from moonstream.publish.layout import SiteLayout
-from moonstream.publish.publisher import publication
+from moonstream.publish.publisher import PointerBuffer, publication
 from moonstream.publish.site import add_minute_documents
 from moonstream.store import Store, open_store
 from moonstream.timeutil import iso_minute, iso_ns, minute_start_ns
@@ -148,6 +148,14 @@ def compute_minute(
     return MinuteOutputs(new_state, documents, sources, stats, blobs, events)
 
 
+def commit_held(ctx: JobContext, pointers: PointerBuffer | None, state: SymbolState) -> None:
+    """Write the held pointer updates (if any), then save ``state`` once the site is durable."""
+    if pointers is not None:
+        pointers.flush()
+    ctx.site.barrier()  # what the site holds (history chunks too) is durable before the state moves
+    save_state(ctx.data, state, replace=ctx.config.replace_immutable)
+
+
 def with_calibrator_weights(state: SymbolState, weights: dict[str, float] | None) -> SymbolState:
     """The state with the calibrator's newest weights (the version whose window ended at or before the
     minute) handed to the liquidation engines; unchanged before the first calibration."""
@@ -179,11 +187,14 @@ def run_minute(
     now_ns: int | None = None,
     publish: bool = True,
     late_files: int | None = None,
+    pointers: PointerBuffer | None = None,
 ) -> tuple[SymbolState, MinuteResult]:
     """Run one symbol's minute end to end. ``state`` skips the state load (a backfill carries it);
     ``now_ns`` and ``late_files`` (live runs only) go into the health document as lag and the count
     of raw files that arrived after their minute was published; ``publish=False`` (warm-up) computes
-    the new state without publishing or saving anything."""
+    the new state without publishing or saving anything. With ``pointers`` (a backfill), the minute's
+    immutable objects are written but its pointer updates are held in that buffer and its state is
+    not saved: the caller flushes the buffer, then saves the state (:func:`commit_held`)."""
     started = time.perf_counter()
     if state is None:
         state = load_state_before(ctx.data, symbol, minute, ENGINE_VERSIONS)
@@ -202,7 +213,9 @@ def run_minute(
         live = {"lag_seconds": lag_s, "late_files": late_files or 0, "collectors": collectors}
     written = unchanged = immutables = 0
     if publish:
-        with publication(ctx.site, ctx.layout, replace_immutable=ctx.config.replace_immutable) as pub:
+        with publication(
+            ctx.site, ctx.layout, replace_immutable=ctx.config.replace_immutable, pointers=pointers
+        ) as pub:
             add_minute_documents(
                 pub,
                 ctx.layout,
@@ -213,8 +226,8 @@ def run_minute(
                 live,
                 outputs.blobs,
             )
-        ctx.site.barrier()  # what the site holds (history chunks too) is durable before the state moves
-        save_state(ctx.data, outputs.state, replace=ctx.config.replace_immutable)
+        if pointers is None:
+            commit_held(ctx, None, outputs.state)
         written = pub.report.immutables_written + pub.report.pointers_written
         unchanged = pub.report.immutables_unchanged + pub.report.pointers_unchanged
         immutables = pub.report.immutables_written
@@ -247,4 +260,12 @@ def run_minute(
     return outputs.state, result
 
 
-__all__ = ["ENGINE_VERSIONS", "PRODUCTS", "JobContext", "MinuteResult", "compute_minute", "run_minute"]
+__all__ = [
+    "ENGINE_VERSIONS",
+    "PRODUCTS",
+    "JobContext",
+    "MinuteResult",
+    "commit_held",
+    "compute_minute",
+    "run_minute",
+]

@@ -30,7 +30,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from moonstream.publish.encode import decode_json_object
 from moonstream.publish.frames import RECORD_SIZE
 from moonstream.publish.layout import API_VERSION, BINARY_TYPE, SiteLayout, pointer_cache_control
 from moonstream.publish.publisher import BytesMerge, PointerMerge, Publication
@@ -182,13 +181,9 @@ def _index_merge(
     return merge
 
 
-def _read_index(store: Store, key: str) -> dict[str, Any] | None:
+def _read_index(pub: Publication, key: str) -> dict[str, Any] | None:
     try:
-        obj = store.read(key)
-    except ObjectNotFound:
-        return None
-    try:
-        document = decode_json_object(obj.data, obj.meta.content_encoding)
+        document = pub.pointer_document(key)
     except (ValueError, OSError, EOFError):
         logger.warning("history index %s is not readable JSON; treated as empty", key)
         return None
@@ -245,7 +240,7 @@ def add_history(
     partial_meta = ObjectMeta(BINARY_TYPE, pointer_cache_control(layout.pointer_ttl_seconds))
     for product in sorted(p for p in products if p in HISTORY_FORMATS):
         frames = minute_frames(blobs.get(product, b""), minute)
-        index = _read_index(pub.store, index_key(layout, symbol, product))
+        index = _read_index(pub, index_key(layout, symbol, product))
         completed = False
         if _worth_completing(index, minute):
             chunk = complete_chunk(pub.store, layout, symbol, product, minute, frames)

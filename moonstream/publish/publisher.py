@@ -4,6 +4,11 @@ A :class:`Publication` collects everything a job wants to publish; nothing touch
 :meth:`Publication.commit`. Commit writes every immutable object (create-only), and only when all of
 them are in place updates the pointers (compare-and-swap), so no pointer ever names a missing object.
 Used as ``with publication(store, layout) as pub: ...``, an exception inside the block writes nothing.
+
+A backfill publishes a run of minutes whose pointers each minute rewrites (``latest``, indexes,
+partial history chunks). Given a :class:`PointerBuffer`, a publication writes its immutable objects
+at once but applies its pointer updates to documents held in memory; :meth:`PointerBuffer.flush`
+then writes each changed pointer once, after a barrier, so the rule above still holds.
 """
 
 from __future__ import annotations
@@ -39,6 +44,12 @@ BytesMerge = Callable[[bytes | None], bytes | None]
 """Like :data:`PointerMerge` for a binary pointer: current bytes (None if absent) to new bytes or None."""
 
 
+def encode_document(layout: SiteLayout, document: Any) -> bytes:
+    """A JSON document's stored bytes: canonical JSON, gzip'd when the layout says so."""
+    data = canonical_json(document)
+    return gzip_bytes(data) if layout.gzip_json else data
+
+
 @dataclass
 class PublishReport:
     immutables_written: int = 0
@@ -66,10 +77,20 @@ class _Pointer:
 class Publication:
     """What one job publishes, committed in a safe order."""
 
-    def __init__(self, store: Store, layout: SiteLayout, *, replace_immutable: bool = False) -> None:
+    def __init__(
+        self,
+        store: Store,
+        layout: SiteLayout,
+        *,
+        replace_immutable: bool = False,
+        pointers: PointerBuffer | None = None,
+    ) -> None:
+        if pointers is not None and pointers.store is not store:
+            raise ValueError("a pointer buffer serves the store it was made for")
         self._store = store
         self._layout = layout
         self._replace_immutable = replace_immutable
+        self._buffer = pointers
         self._immutables: list[_Immutable] = []
         self._pointers: list[_Pointer] = []
         # encodings of the documents queued as immutables, by identity: a ``latest`` pointer to the
@@ -83,8 +104,18 @@ class Publication:
         return self._store
 
     def encode_json(self, document: Any) -> bytes:
-        data = canonical_json(document)
-        return gzip_bytes(data) if self._layout.gzip_json else data
+        return encode_document(self._layout, document)
+
+    def pointer_document(self, key: str) -> Any | None:
+        """A JSON pointer's document as the next update would see it (held ones included), None if
+        absent. Raises what decoding raises (ValueError, OSError, EOFError) for an unreadable one."""
+        if self._buffer is not None:
+            return self._buffer.document(key)
+        try:
+            current = self._store.read(key)
+        except ObjectNotFound:
+            return None
+        return decode_json_object(current.data, current.meta.content_encoding)
 
     def add_immutable_json(self, key: str, document: Any) -> None:
         data = self.encode_json(document)
@@ -107,6 +138,10 @@ class Publication:
         try:
             for item in self._immutables:
                 self._write_immutable(item, report)
+            if self._buffer is not None:
+                for pointer in self._pointers:
+                    self._buffer.hold(pointer, report)
+                return report
             if self._immutables and self._pointers:
                 self._store.barrier()  # no pointer may name an object a power loss could take back
             for pointer in self._pointers:
@@ -174,9 +209,118 @@ class Publication:
 
 @contextmanager
 def publication(
-    store: Store, layout: SiteLayout, *, replace_immutable: bool = False
+    store: Store,
+    layout: SiteLayout,
+    *,
+    replace_immutable: bool = False,
+    pointers: PointerBuffer | None = None,
 ) -> Iterator[Publication]:
     """Collect a publication; commit it only if the block finishes without an exception."""
-    pub = Publication(store, layout, replace_immutable=replace_immutable)
+    pub = Publication(store, layout, replace_immutable=replace_immutable, pointers=pointers)
     yield pub
     pub.commit()
+
+
+@dataclass
+class _Held:
+    """One pointer as a :class:`PointerBuffer` holds it."""
+
+    pointer: _Pointer  # the newest update's (key, meta and kind do not change between updates)
+    base: StoredObject | None  # what the store held when last read or written (None: absent)
+    document: Any | None  # ``base``'s document with ``merges`` applied (bytes for a binary pointer)
+    merges: list[Callable[[Any | None], Any | None]] = field(default_factory=list)
+
+
+class PointerBuffer:
+    """Pointer updates of many publications to one store, held in memory and written by :meth:`flush`.
+
+    Each held pointer is read from the store once, then every update's merge is applied to the
+    document in memory, so a run of minutes costs one write per pointer instead of one per minute.
+    :meth:`flush` writes each changed pointer with compare-and-swap against what it read; when another
+    writer changed it meanwhile, it re-reads and applies the held merges again, in order, exactly as
+    the minutes would have one by one. Until then readers of the store see the previous flush, never
+    a pointer to a missing object (immutables are written at commit; flush starts with a barrier).
+    """
+
+    def __init__(self, store: Store, layout: SiteLayout) -> None:
+        self.store = store
+        self._layout = layout
+        self._held: dict[str, _Held] = {}
+
+    def pending(self) -> int:
+        """How many held pointers have updates not yet written."""
+        return sum(1 for held in self._held.values() if held.merges)
+
+    def document(self, key: str) -> Any | None:
+        """The JSON document of ``key`` with the held updates applied (None if absent)."""
+        held = self._held.get(key)
+        if held is not None:
+            return held.document
+        return self._load(key, binary=False)[1]
+
+    def hold(self, pointer: _Pointer, report: PublishReport) -> None:
+        """Apply one update in memory; counted as written when it changed the held document."""
+        held = self._held.get(pointer.key)
+        if held is None:
+            base, document = self._load(pointer.key, binary=pointer.binary)
+            held = self._held[pointer.key] = _Held(pointer, base, document)
+        held.pointer = pointer
+        held.merges.append(pointer.merge)
+        new_document = pointer.merge(held.document)
+        if new_document is None or new_document == held.document:
+            report.pointers_unchanged += 1
+            return
+        held.document = new_document
+        report.pointers_written += 1
+        report.keys_written.append(pointer.key)
+
+    def flush(self) -> PublishReport:
+        """Write every changed pointer (after a barrier), once; raises :class:`PublishError`."""
+        report = PublishReport()
+        dirty = [held for held in self._held.values() if held.merges]
+        if not dirty:
+            return report
+        try:
+            self.store.barrier()  # the immutables the held documents name are durable first
+            for held in dirty:
+                self._write(held, report)
+        except StoreError as exc:
+            raise PublishError(f"publishing to {self.store.url} failed: {type(exc).__name__}") from exc
+        return report
+
+    def _load(self, key: str, *, binary: bool) -> tuple[StoredObject | None, Any | None]:
+        try:
+            current = self.store.read(key)
+        except ObjectNotFound:
+            return None, None
+        if binary:
+            return current, current.data
+        return current, decode_json_object(current.data, current.meta.content_encoding)
+
+    def _write(self, held: _Held, report: PublishReport) -> None:
+        pointer = held.pointer
+        for _ in range(POINTER_CAS_ATTEMPTS):
+            if held.document is None:
+                break  # absent and no merge created it
+            data = held.document if pointer.binary else encode_document(self._layout, held.document)
+            if held.base is not None and held.base.data == data:
+                break
+            expected = held.base.etag if held.base is not None else None
+            try:
+                etag = self.store.replace(pointer.key, data, pointer.meta, expected_etag=expected)
+            except PreconditionFailed:
+                logger.info("pointer %s changed under a held update; re-reading", pointer.key)
+                held.base, held.document = self._load(pointer.key, binary=pointer.binary)
+                for merge in held.merges:
+                    merged = merge(held.document)
+                    held.document = held.document if merged is None else merged
+                continue
+            held.base = StoredObject(pointer.key, data, etag, pointer.meta)
+            report.pointers_written += 1
+            report.keys_written.append(pointer.key)
+            break
+        else:
+            raise PublishError(
+                f"pointer {pointer.key} kept changing; gave up after {POINTER_CAS_ATTEMPTS} tries"
+            )
+        held.merges.clear()

@@ -72,7 +72,7 @@ def test_prune_then_rerun_and_next_minute_on_a_local_store(simulated: Path, tmp_
     shutil.copytree(simulated, tmp_path / "data")
     ctx = JobContext.open(_config(str(tmp_path / "data"), str(tmp_path / "site")))
     first, last = START + 1, MIDNIGHT + 10  # 23:46 .. 00:10
-    backfill(ctx, ["BTC"], first, last, progress=False)
+    backfill(ctx, ["BTC"], first, last, progress=False, now_minute=last + 1)  # recent: every checkpoint
     site_before = _site_digest(ctx.site)
     original = _documents(ctx.data, range(first, last + 1))
 
@@ -97,9 +97,9 @@ def test_prune_then_rerun_and_next_minute_on_a_local_store(simulated: Path, tmp_
     rerun = backfill(ctx, ["BTC"], MIDNIGHT + 8, MIDNIGHT + 9, progress=False)
     assert (rerun.minutes_processed, rerun.objects_written) == (2, 0)
     assert _site_digest(ctx.site) == site_before
-    assert _documents(ctx.data, range(MIDNIGHT + 8, MIDNIGHT + 10)) == {
-        m: original[m] for m in range(MIDNIGHT + 8, MIDNIGHT + 10)
-    }
+    # An old range commits at its end (and at :00 minutes) only: 00:09's checkpoint, not 00:08's.
+    assert _documents(ctx.data, range(MIDNIGHT + 9, MIDNIGHT + 10)) == {MIDNIGHT + 9: original[MIDNIGHT + 9]}
+    assert not ctx.data.exists(checkpoint_key("BTC", MIDNIGHT + 8))
 
     # The next live minute runs from the head's checkpoint, as before the prune.
     _, result = run_minute(ctx, "BTC", last + 1)
@@ -124,7 +124,7 @@ def test_prune_command_on_s3_then_rerun_and_next_minute(
         data.create(key, stored.data, stored.meta)
     ctx = JobContext.open(_config(data_url, site_url))
     first, last = MIDNIGHT - 6, MIDNIGHT + 4  # 23:54 .. 00:04, warmed up from the 23:45 snapshot
-    backfill_symbol(ctx, "BTC", first, last)
+    backfill_symbol(ctx, "BTC", first, last, now_minute=last + 1)  # recent: every checkpoint
     site_before = _site_digest(ctx.site)
     original = _documents(ctx.data, range(first, last + 1))
 
@@ -147,9 +147,13 @@ def test_prune_command_on_s3_then_rerun_and_next_minute(
     # (a cold start at 00:03 would warm up from the 23:55 snapshot and conflict)
     recomputed = state_before(ctx, "BTC", MIDNIGHT + 3)
     assert canonical_json(recomputed.to_document()) == original[MIDNIGHT + 2]
-    rerun = backfill_symbol(ctx, "BTC", MIDNIGHT + 3, last)
-    assert (rerun.minutes_processed, rerun.objects_written) == (2, 0)
+    # 00:03..00:04 counts as done (the head's 00:04 checkpoint follows both published minutes); 00:03
+    # alone is not, and its re-run rewrites its checkpoint and the site with the same bytes.
+    assert backfill_symbol(ctx, "BTC", MIDNIGHT + 3, last).minutes_already_done == 2
+    rerun = backfill_symbol(ctx, "BTC", MIDNIGHT + 3, MIDNIGHT + 3)
+    assert (rerun.minutes_processed, rerun.objects_written) == (1, 0)
     assert _site_digest(ctx.site) == site_before
+    assert _documents(ctx.data, range(MIDNIGHT + 3, MIDNIGHT + 4)) == {MIDNIGHT + 3: original[MIDNIGHT + 3]}
 
     _, result = run_minute(ctx, "BTC", last + 1)
     assert result.records > 0

@@ -11,10 +11,11 @@ import pytest
 from moonstream.publish.encode import canonical_json
 from moonstream.publish.errors import ImmutableConflict
 from moonstream.publish.layout import SiteLayout
-from moonstream.publish.publisher import publication
+from moonstream.publish.publisher import PointerBuffer, Publication, publication
 from moonstream.publish.site import add_minute_documents
 from moonstream.store.base import IMMUTABLE_CACHE_CONTROL
 from moonstream.store.local import LocalStore
+from moonstream.timeutil import iso_minute
 
 LAYOUT = SiteLayout()
 SOURCES = {"exchanges": {}, "missing_exchanges": ["binance"]}
@@ -120,3 +121,55 @@ def test_every_product_has_a_published_schema() -> None:
     names = set(schema_names())
     assert {"index", "health"} <= names
     assert set(PRODUCTS) <= names, f"products without a JSON Schema: {sorted(set(PRODUCTS) - names)}"
+
+
+def _objects(store: LocalStore) -> dict[str, tuple[bytes, object]]:
+    return {key: (store.read(key).data, store.read(key).meta) for key in store.list("")}
+
+
+def test_held_pointers_write_the_same_objects_as_publishing_minute_by_minute(tmp_path: Path) -> None:
+    direct, held = LocalStore(tmp_path / "direct"), LocalStore(tmp_path / "held")
+    buffer = PointerBuffer(held, LAYOUT)
+    minutes = range(100, 105)
+    for minute in minutes:
+        documents = {"market": doc(iso_minute(minute), minute)}
+        with publication(direct, LAYOUT) as direct_pub:
+            add_minute_documents(direct_pub, LAYOUT, "BTC", minute, documents, SOURCES, None)
+        with publication(held, LAYOUT, pointers=buffer) as pub:
+            add_minute_documents(pub, LAYOUT, "BTC", minute, documents, SOURCES, None)
+        assert pub.report == direct_pub.report  # held changes count as the writes they stand for
+    # Until the flush a reader sees the immutables only, never a pointer.
+    assert sorted(held.list("")) == [
+        f"v1/BTC/market/1970-01-01/{m // 60:02d}{m % 60:02d}.json" for m in minutes
+    ]
+    assert buffer.pending() == 3
+    report = buffer.flush()
+    assert sorted(report.keys_written) == ["v1/BTC/market/latest.json", "v1/health.json", "v1/index.json"]
+    assert _objects(held) == _objects(direct)
+    assert buffer.pending() == 0 and buffer.flush().keys_written == []
+
+
+def test_a_flush_after_another_writer_applies_the_held_updates_again(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    buffer = PointerBuffer(store, LAYOUT)
+    for minute in (100, 101):
+        with publication(store, LAYOUT, pointers=buffer) as pub:
+            add_minute_documents(
+                pub, LAYOUT, "BTC", minute, {"market": doc(iso_minute(minute))}, SOURCES, None
+            )
+    assert buffer.document("v1/health.json")["symbols"]["BTC"]["last_minute"] == iso_minute(101)
+    # Meanwhile another runner publishes ETH and a newer BTC minute straight to the store.
+    with publication(store, LAYOUT) as pub:
+        add_minute_documents(pub, LAYOUT, "ETH", 100, {"market": doc(iso_minute(100))}, SOURCES, None)
+        add_minute_documents(pub, LAYOUT, "BTC", 102, {"market": doc(iso_minute(102))}, SOURCES, None)
+    buffer.flush()
+    assert sorted(read(store, "v1/index.json")["symbols"]) == ["BTC", "ETH"]
+    health = read(store, "v1/health.json")["symbols"]
+    assert (health["BTC"]["last_minute"], health["ETH"]["last_minute"]) == (iso_minute(102), iso_minute(100))
+    assert read(store, "v1/BTC/market/latest.json")["minute"] == iso_minute(102)  # forward only
+
+
+def test_a_buffer_serves_only_its_own_store(tmp_path: Path) -> None:
+    buffer = PointerBuffer(LocalStore(tmp_path / "a"), LAYOUT)
+    with pytest.raises(ValueError, match="store it was made for"):
+        Publication(LocalStore(tmp_path / "b"), LAYOUT, pointers=buffer)

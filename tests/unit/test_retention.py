@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from moonstream.config import ConfigError, build_config
+from moonstream.jobs.backfill import commits_after
 from moonstream.jobs.config import JobConfig
 from moonstream.jobs.retention import RetentionPolicy, checkpoints_to_delete, keeps, prune_checkpoints
 from moonstream.jobs.state import (
@@ -268,3 +269,13 @@ def test_a_runner_prunes_at_most_hourly_and_drains_a_backlog_in_batches(
     _save(store, [first + 11])
     SymbolRunner(off, "BTC", ScheduleConfig())._prune_after(NOW + 100)
     assert len(list_checkpoints(store, "BTC")) == 2
+
+
+def test_a_backfill_commits_hourly_in_an_old_range_and_every_minute_in_a_recent_one() -> None:
+    policy = RetentionPolicy()  # every checkpoint for 48 h
+    first, now = parse_minute("2024-01-01T00:30"), parse_minute("2024-01-05T00:00")
+    last = first + 150
+    old = [m for m in range(first, last + 1) if commits_after(m, last, now, policy)]
+    assert old == [parse_minute("2024-01-01T01:00"), parse_minute("2024-01-01T02:00"), last]
+    recent = [m for m in range(now - 48 * 60 - 2, now) if commits_after(m, now - 1, now, policy)]
+    assert recent == list(range(now - 48 * 60, now))  # 48 h ago is a :00 minute, then every minute
