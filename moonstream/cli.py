@@ -53,7 +53,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from moonstream.jobs.backfill import backfill, plan_backfill
+    from moonstream.jobs.backfill import backfill, plan_backfill, tune_gc_for_backfill
     from moonstream.jobs.minute import JobContext
 
     config = _job_config(args)
@@ -66,6 +66,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                 f"{plan.already_done} already done, {plan.to_process} to process"
             )
         return 0
+    tune_gc_for_backfill()
     report = backfill(
         ctx, config.symbols, first, last, workers=args.workers, progress=False if args.no_progress else None
     )
