@@ -196,6 +196,41 @@ def parse_line(line: bytes, exchange: str, collector: str) -> RawRecord:
     return RawRecord(int(stamp), channel, payload, exchange, collector)
 
 
+def parse_lines(lines: Iterable[bytes], exchange: str, collector: str) -> tuple[list[RawRecord], int]:
+    """Every line :func:`parse_line` accepts as its record, in order, and how many it rejects.
+
+    The same result as calling :func:`parse_line` on each line, faster: a minute file holds a handful
+    of channel tags, so each distinct tag is validated once (by :func:`parse_line`) and the lines
+    carrying an already validated tag only have their receive time and payload checked here.
+    """
+    records: list[RawRecord] = []
+    append = records.append
+    tags: dict[bytes, str] = {}  # tag bytes -> channel, validated
+    malformed = 0
+    for line in lines:
+        parts = line.split(b" ", 2)
+        if len(parts) == 3:
+            stamp, tag, payload = parts
+            channel = tags.get(tag)
+            if (
+                channel is not None
+                and stamp.isdigit()
+                and len(stamp) <= 20
+                and b"\r" not in payload
+                and b"\n" not in payload
+            ):
+                append(RawRecord(int(stamp), channel, payload, exchange, collector))
+                continue
+        try:
+            record = parse_line(line, exchange, collector)
+        except RawFormatError:
+            malformed += 1
+            continue
+        tags[record.channel.encode("ascii")] = record.channel
+        append(record)
+    return records, malformed
+
+
 def compress_minute(content: bytes) -> bytes:
     """One zstd frame, level 3, content size and checksum, no dictionary: same input, same bytes."""
     compressor = zstandard.ZstdCompressor(
@@ -758,18 +793,12 @@ def _read_file(store: Store, key: RawKey, report: ReadReport) -> list[RawRecord]
             log.error("unreadable raw minute file %s: %s", name, exc)
         return []
     report.files_read += 1
-    records: list[RawRecord] = []
     lines = content.split(b"\n")
     if lines[-1]:
         log.warning("raw minute file %s does not end with a newline", name)
     else:
         lines.pop()
-    malformed = 0
-    for line in lines:
-        try:
-            records.append(parse_line(line, key.exchange, key.collector))
-        except RawFormatError:
-            malformed += 1
+    records, malformed = parse_lines(lines, key.exchange, key.collector)
     if malformed:
         log.warning("raw minute file %s: %d malformed line(s) skipped", name, malformed)
     report.lines_read += len(records)

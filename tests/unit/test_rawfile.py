@@ -17,6 +17,7 @@ from moonstream.collector.rawfile import (
     RawConflictError,
     RawFormatError,
     RawKey,
+    RawRecord,
     ReadReport,
     compress_minute,
     decompress_minute,
@@ -24,6 +25,7 @@ from moonstream.collector.rawfile import (
     iter_minutes,
     list_raw_minutes,
     parse_line,
+    parse_lines,
     parse_raw_key,
     raw_key,
     read_minute,
@@ -130,6 +132,32 @@ def test_encode_line_rejects(recv_ns: int, channel: str) -> None:
 def test_parse_line_rejects(line: bytes) -> None:
     with pytest.raises(RawFormatError):
         parse_line(line, "binance", "c1")
+
+
+def test_parse_lines_gives_exactly_what_parse_line_gives_line_by_line() -> None:
+    # A validated tag does not excuse the rest of a line: each rejected line reuses a tag seen before.
+    lines = [
+        b"1 ws:depth {}",
+        b"2 ws:depth {\r}",
+        b"3a ws:depth {}",
+        b"123456789012345678901 ws:depth {}",
+        b"4 ws:depth",
+        b"5 ws:depth {}\n",
+        b"6 ws:depth {\n}",
+        b"7 Ws:depth {}",
+        b"8 conn:open ",
+        b"",
+        b"9 ws:depth " + BOOK,
+    ]
+    expected: list[RawRecord] = []
+    rejected = 0
+    for line in lines:
+        try:
+            expected.append(parse_line(line, "binance", "c1"))
+        except RawFormatError:
+            rejected += 1
+    assert parse_lines(lines, "binance", "c1") == (expected, rejected)
+    assert [r.recv_ns for r in expected] == [1, 5, 8, 9] and rejected == 7
 
 
 # -- complete files -----------------------------------------------------------------------------
