@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
 from typing import Any
 
 from moonstream.collector.rawfile import RawRecord, ReadReport, raw_key, read_minute
@@ -89,23 +91,19 @@ class MinuteResult:
 
 def summarize_sources(records: Sequence[RawRecord], expected: Sequence[str]) -> dict[str, Any]:
     """Per exchange: records, collectors and the last receive time; plus expected exchanges with no data."""
-    per_exchange: dict[str, dict[str, Any]] = {}
-    for record in records:
-        entry = per_exchange.setdefault(
-            record.exchange, {"records": 0, "collectors": set(), "last_recv_ns": 0}
-        )
-        entry["records"] += 1
-        entry["collectors"].add(record.collector)
-        entry["last_recv_ns"] = max(entry["last_recv_ns"], record.recv_ns)
+    names = list(map(attrgetter("exchange"), records))
+    stamps = list(map(attrgetter("recv_ns"), records))
+    counts = Counter(names)
+    files = set(zip(names, map(attrgetter("collector"), records), strict=True))
     exchanges = {
         name: {
-            "records": e["records"],
-            "collectors": len(e["collectors"]),
-            "last_message_at": iso_ns(e["last_recv_ns"]),
+            "records": counts[name],
+            "collectors": sum(1 for exchange, _ in files if exchange == name),
+            "last_message_at": iso_ns(max(ns for e, ns in zip(names, stamps, strict=True) if e == name)),
         }
-        for name, e in sorted(per_exchange.items())
+        for name in sorted(counts)
     }
-    return {"exchanges": exchanges, "missing_exchanges": [e for e in expected if e not in per_exchange]}
+    return {"exchanges": exchanges, "missing_exchanges": [e for e in expected if e not in counts]}
 
 
 def compute_minute(
