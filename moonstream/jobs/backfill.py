@@ -35,11 +35,11 @@ from moonstream.jobs.minute import (
     commit_held,
     run_minute,
 )
-from moonstream.jobs.retention import MINUTES_PER_HOUR, RetentionPolicy, state_before
-from moonstream.jobs.state import SymbolState, checkpoint_key, read_checkpoint
+from moonstream.jobs.retention import MINUTES_PER_DAY, MINUTES_PER_HOUR, RetentionPolicy, state_before
+from moonstream.jobs.state import SymbolState, list_checkpoints, read_checkpoint
 from moonstream.publish.publisher import PointerBuffer
 from moonstream.publish.site import publish_static_assets
-from moonstream.timeutil import iso_minute, minute_of
+from moonstream.timeutil import iso_minute, minute_date_hhmm, minute_of
 
 logger = logging.getLogger(__name__)
 
@@ -102,14 +102,20 @@ class SymbolPlan:
 def _done_minutes(ctx: JobContext, symbol: str, first: int, last: int) -> int | None:
     """The newest minute of ``first..last`` with a checkpoint such that every minute from ``first`` to
     it is on the site (a backfill saves a checkpoint only after publishing and flushing every minute
-    up to it), if any."""
+    up to it), if any. Lists checkpoints and published versions a day at a time (two listings a day,
+    not two requests a minute: a re-run of a week on S3 would otherwise spend minutes asking)."""
     done: int | None = None
-    for minute in range(first, last + 1):
+    for day_start in range(first - first % MINUTES_PER_DAY, last + 1, MINUTES_PER_DAY):
+        day, _ = minute_date_hhmm(day_start)
+        checkpoints = {minute for minute, _ in list_checkpoints(ctx.data, symbol, day)}
         # Every product of a minute is published together, so one product shows the site has them.
-        if not ctx.site.exists(ctx.layout.version_key(symbol, "market", minute)):
-            break
-        if ctx.data.exists(checkpoint_key(symbol, minute)):
-            done = minute
+        versions_prefix = ctx.layout.version_key(symbol, "market", day_start).rpartition("/")[0] + "/"
+        published = set(ctx.site.list(versions_prefix))
+        for minute in range(max(first, day_start), min(last, day_start + MINUTES_PER_DAY - 1) + 1):
+            if ctx.layout.version_key(symbol, "market", minute) not in published:
+                return done
+            if minute in checkpoints:
+                done = minute
     return done
 
 

@@ -20,7 +20,7 @@ import boto3
 import pytest
 
 from moonstream.cli import main as cli_main
-from moonstream.jobs.backfill import backfill, backfill_symbol
+from moonstream.jobs.backfill import backfill, backfill_symbol, plan_backfill
 from moonstream.jobs.config import JobConfig
 from moonstream.jobs.minute import JobContext, run_minute
 from moonstream.jobs.retention import RetentionPolicy, prune_checkpoints, state_before
@@ -83,6 +83,9 @@ def test_prune_then_rerun_and_next_minute_on_a_local_store(simulated: Path, tmp_
         "state/BTC/checkpoints/2024-01-02/0010.json",
     ]
     assert read_head(ctx.data, "BTC") == (last, checkpoint_key("BTC", last))
+    # Still done across midnight: the 00:10 checkpoint follows an unbroken run of published minutes.
+    assert plan_backfill(ctx, ["BTC"], first, last)[0].already_done == last - first + 1
+    assert plan_backfill(ctx, ["BTC"], first, MIDNIGHT - 1)[0].already_done == 0  # no checkpoint left
 
     # A re-run starting at 00:01 resumes from the 00:00 checkpoint: nothing on the site changes.
     rerun = backfill(ctx, ["BTC"], MIDNIGHT + 1, MIDNIGHT + 3, progress=False)
