@@ -24,6 +24,7 @@ from moonstream.jobs.engines.orderbook_frames import (
     decimal_cached,
     decimal_text_cached,
     decimal_text_memo,
+    index_miss,
 )
 from moonstream.jobs.events import BookTicker, DepthSnapshot, DepthUpdate, Level
 
@@ -239,36 +240,51 @@ class BinanceBook:
         )
         track = arrays is not None
         if arrays is not None:
-            index, i_min, n, cur, last, acc = arrays
+            index, step, i_min, n, cur, last, acc = arrays
         tops = self._side_tops(side)
         for price, qty in levels:
             old = book.get(price)
             if qty:
                 book[price] = qty
                 if old is None:
-                    # a new price: into the best prices when within them (or the side was empty)
+                    # A new price goes into the best prices when within them (or the side was
+                    # empty). About half are a new best, placed without a search.
                     if not tops:
                         tops.append(price)
-                    elif price > tops[0] if bids else price < tops[-1]:
-                        insort(tops, price)
+                    elif bids:
+                        if price > tops[-1]:
+                            tops.append(price)
+                        elif price > tops[0]:
+                            insort(tops, price)
                         if len(tops) > 2 * TOPS_KEPT:
-                            if bids:
-                                del tops[:TOPS_KEPT]
-                            else:
-                                del tops[TOPS_KEPT:]
+                            del tops[:TOPS_KEPT]
+                    else:
+                        if price < tops[0]:
+                            tops.insert(0, price)
+                        elif price < tops[-1]:
+                            insort(tops, price)
+                        if len(tops) > 2 * TOPS_KEPT:
+                            del tops[TOPS_KEPT:]
                     old = _ZERO
                 elif old == qty:
                     continue
             elif old is not None:
                 del book[price]
                 if tops and (price >= tops[0] if bids else price <= tops[-1]):
-                    del tops[bisect_left(tops, price)]
+                    # about half the deleted prices are the best: removed without a search
+                    if price == (tops[-1] if bids else tops[0]):
+                        tops.pop(-1 if bids else 0)
+                    else:
+                        del tops[bisect_left(tops, price)]
                     if not tops and book:
                         tops = self._side_tops(side)  # ran out: rebuilt from the rest of the side
             else:
                 continue
             if track:
-                j = index[price] - i_min
+                try:
+                    j = index[price] - i_min
+                except KeyError:
+                    j = index_miss(index, step, price) - i_min
                 if 0 <= j < n:
                     value = cur[j]
                     if value is None:
@@ -407,7 +423,9 @@ class BinanceBook:
             self.window.open_book(t, self.bids, self.asks, mid)
 
     def _record_top(self, u: int) -> None:
-        bid, ask = self.best_bid(), self.best_ask()
+        bids, asks = self._side_tops(0), self._side_tops(1)  # best_bid(), best_ask() inlined
+        bid = bids[-1] if bids else None
+        ask = asks[0] if asks else None
         recent = self.recent
         recent.append((u, bid, ask))
         if len(recent) > RECENT_APPLIED:

@@ -54,34 +54,26 @@ _TEXT_MEMO: dict[Decimal, str] = {}
 _DECIMAL_MEMO: dict[str, Decimal] = {}
 
 
-class _PriceIndex(dict[Decimal, int]):
-    """``index[price]`` is ``int(price // step)``, computed once per price (on a miss)."""
-
-    __slots__ = ("step",)
-
-    def __init__(self, step: Decimal) -> None:
-        super().__init__()
-        self.step = step
-
-    def __missing__(self, price: Decimal) -> int:
-        i = self[price] = int(price // self.step)
-        return i
-
-
 def price_index(step: Decimal) -> dict[Decimal, int]:
-    """A memo ``price -> int(price // step)`` for one step (shared by every grid with that step):
-    ``index[price]`` computes a missing entry.
+    """A memo ``price -> int(price // step)`` for one step (shared by every grid with that step).
 
-    The absolute index depends only on the two values, so a memo is exact: pure caching, no result
-    ever depends on what is cached. :class:`WindowAccumulator` and the books' inner loops fill it."""
+    A plain dict, so the inner loops' lookups take the interpreter's fast path; a miss raises
+    ``KeyError`` and is filled by :func:`index_miss`. The absolute index depends only on the two
+    values, so a memo is exact: pure caching, no result ever depends on what is cached."""
     memo = _INDEX_MEMO.get(step)
     if memo is None:
         if len(_INDEX_MEMO) > 64:
             _INDEX_MEMO.clear()
-        memo = _INDEX_MEMO[step] = _PriceIndex(step)
+        memo = _INDEX_MEMO[step] = {}
     elif len(memo) > _CACHE_LIMIT:
         memo.clear()
     return memo
+
+
+def index_miss(index: dict[Decimal, int], step: Decimal, price: Decimal) -> int:
+    """``int(price // step)``, stored into ``index`` (the :func:`price_index` memo of ``step``)."""
+    i = index[price] = int(price // step)
+    return i
 
 
 def decimal_text_cached(value: Decimal) -> str:
@@ -238,8 +230,8 @@ def intensities(bid: FloatArray, ask: FloatArray) -> tuple[U8Array, U8Array, flo
     nonzero = both[both > 0]
     if nonzero.size == 0:
         return np.zeros(bid.size, np.uint8), np.zeros(ask.size, np.uint8), 0.0, 0.0
-    p50 = float(np.percentile(nonzero, 50))
-    p95 = float(np.percentile(nonzero, 95))
+    p50_array, p95_array = np.percentile(nonzero, [50.0, 95.0])  # one call: each as computed alone
+    p50, p95 = float(p50_array), float(p95_array)
 
     def scale(values: FloatArray) -> U8Array:
         scaled = np.clip(np.rint(values * (255.0 / p95)), 1, 255)
@@ -248,9 +240,10 @@ def intensities(bid: FloatArray, ask: FloatArray) -> tuple[U8Array, U8Array, flo
     return scale(bid), scale(ask), p50, p95
 
 
-SideArrays = tuple[dict[Decimal, int], int, int, list[Decimal | None], list[int], list[float]]
+SideArrays = tuple[dict[Decimal, int], Decimal, int, int, list[Decimal | None], list[int], list[float]]
 """One side of an active window, for a book's inner loop (:meth:`WindowAccumulator.side_arrays`):
-``(index memo, i_min, n, current values, last change times, integrals)``."""
+``(index memo, step, i_min, n, current values, last change times, integrals)``; a price missing
+from the memo is filled by :func:`index_miss`."""
 
 
 class WindowAccumulator:
@@ -282,6 +275,7 @@ class WindowAccumulator:
         self._last: tuple[list[int], list[int]] = ([], [])
         self._acc: tuple[list[float], list[float]] = ([], [])
         self._index: dict[Decimal, int] = {}
+        self._arrays: tuple[SideArrays, SideArrays] | None = None  # fixed with the grid
 
     def open_book(
         self, t: int, bids: dict[Decimal, Decimal], asks: dict[Decimal, Decimal], mid: Decimal
@@ -293,12 +287,16 @@ class WindowAccumulator:
             grid = self.grid = make_grid(mid, base_step(self.symbol, mid))
             self._index = price_index(grid.step)
             self._acc = ([0.0] * grid.n, [0.0] * grid.n)
+            self._arrays = (self._side_arrays(0), self._side_arrays(1))
         grid = self.grid
-        index, i_min, n = self._index, grid.i_min, grid.n
+        index, step, i_min, n = self._index, grid.step, grid.i_min, grid.n
         for side, levels in enumerate((bids, asks)):
             cur: list[Decimal | None] = [None] * n
             for price, qty in levels.items():
-                j = index[price] - i_min
+                try:
+                    j = index[price] - i_min
+                except KeyError:
+                    j = index_miss(index, step, price) - i_min
                 if 0 <= j < n:
                     value = cur[j]
                     cur[j] = (_ZERO if value is None else value) + price * qty
@@ -310,10 +308,15 @@ class WindowAccumulator:
     def side_arrays(self, side: int) -> SideArrays | None:
         """The arrays of ``side`` for a book's inner loop, None when not integrating. The loop must
         do exactly what :meth:`changes` does for each changed level."""
-        if not self.active or self.grid is None:
+        if not self.active or self._arrays is None:
             return None
+        return self._arrays[side]
+
+    def _side_arrays(self, side: int) -> SideArrays:
+        """The tuple :meth:`side_arrays` hands out (its lists are only ever changed in place)."""
+        assert self.grid is not None
         grid = self.grid
-        return self._index, grid.i_min, grid.n, self._cur[side], self._last[side], self._acc[side]
+        return self._index, grid.step, grid.i_min, grid.n, self._cur[side], self._last[side], self._acc[side]
 
     def level(self, t: int, side: int, price: Decimal, old_qty: Decimal, new_qty: Decimal) -> None:
         """A level of ``side`` (0 bid, 1 ask) changed from ``old_qty`` to ``new_qty`` at ``t``."""
@@ -324,9 +327,12 @@ class WindowAccumulator:
         arrays = self.side_arrays(side)
         if arrays is None:
             return
-        index, i_min, n, cur, last, acc = arrays
+        index, step, i_min, n, cur, last, acc = arrays
         for price, old_qty, new_qty in items:
-            j = index[price] - i_min
+            try:
+                j = index[price] - i_min
+            except KeyError:
+                j = index_miss(index, step, price) - i_min
             if 0 <= j < n:
                 value = cur[j]
                 if value is None:
@@ -392,6 +398,7 @@ __all__ = [
     "decimal_text_cached",
     "decimal_text_memo",
     "default_step",
+    "index_miss",
     "intensities",
     "make_grid",
     "price_index",

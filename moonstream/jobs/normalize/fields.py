@@ -59,42 +59,34 @@ def parser(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     return wrapper
 
 
-class _Reject(Exception):
-    """A text that a number cache does not hold: the caller falls back to the full validation."""
-
-
-class _NumberCache(dict[str, Decimal]):
-    """``text -> Decimal(text)`` for the strings whose value is finite and > 0 (``positive``) or
-    finite and not < 0 (sizes); looking up anything else raises :class:`_Reject`."""
-
-    __slots__ = ("positive",)
-
-    def __init__(self, *, positive: bool) -> None:
-        super().__init__()
-        self.positive = positive
-
-    def __missing__(self, text: object) -> Decimal:
-        if type(text) is not str:
-            raise _Reject
-        try:
-            number = Decimal(text)
-            ok = number.is_finite() and (number > _ZERO if self.positive else not number < _ZERO)
-        except Exception:
-            raise _Reject from None
-        if not ok:
-            raise _Reject
-        if len(self) >= _CACHE_LIMIT:
-            self.clear()
-        self[text] = number
-        return number
+def _remember(cache: dict[str, Decimal], text: object, *, positive: bool) -> Decimal | None:
+    """``Decimal(text)`` stored into ``cache`` when ``text`` is a string whose value is finite and
+    > 0 (``positive``) or finite and not < 0 (sizes); None for anything else (the caller then runs
+    its full validation, which names the error)."""
+    if type(text) is not str:
+        return None
+    try:
+        number = Decimal(text)
+        ok = number.is_finite() and (number > _ZERO if positive else not number < _ZERO)
+    except Exception:
+        return None
+    if not ok:
+        return None
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[text] = number
+    return number
 
 
 # Prices and sizes repeat a lot (the levels near the top of the book, round sizes): parsing each
 # distinct string once, and validating it then, is most of the normalizers' speed. Decimals are
 # immutable, so sharing one between events is safe; the key is the exact text, so "0.100" and
-# "0.1" stay distinct (same value, different exponent).
-_POSITIVE = _NumberCache(positive=True)
-_NON_NEGATIVE = _NumberCache(positive=False)
+# "0.1" stay distinct (same value, different exponent). Plain dicts (the interpreter's fast
+# lookup): a miss raises KeyError and the caller fills the cache with _remember().
+_POSITIVE: dict[str, Decimal] = {}
+"""``text -> Decimal(text)`` for texts whose value is finite and > 0."""
+_NON_NEGATIVE: dict[str, Decimal] = {}
+"""``text -> Decimal(text)`` for texts whose value is finite and >= 0."""
 
 
 def positional_builder(cls: Callable[..., _R], names: tuple[str, ...]) -> Callable[..., _R]:
@@ -159,8 +151,11 @@ def price(value: object, name: str) -> Decimal:
     """A finite number > 0."""
     try:
         return _POSITIVE[value]  # type: ignore[index]
-    except (_Reject, TypeError):
+    except (KeyError, TypeError):
         pass
+    remembered = _remember(_POSITIVE, value, positive=True)
+    if remembered is not None:
+        return remembered
     number = num(value, name)
     if not number.is_finite() or number <= _ZERO:
         raise InvalidValue(f"{name}={short(value)} is not a positive finite price")
@@ -169,10 +164,14 @@ def price(value: object, name: str) -> Decimal:
 
 def qty(value: object, name: str, *, allow_zero: bool = True) -> Decimal:
     """A finite number >= 0 (> 0 unless ``allow_zero``)."""
+    cache = _NON_NEGATIVE if allow_zero else _POSITIVE
     try:
-        return (_NON_NEGATIVE if allow_zero else _POSITIVE)[value]  # type: ignore[index]
-    except (_Reject, TypeError):
+        return cache[value]  # type: ignore[index]
+    except (KeyError, TypeError):
         pass
+    remembered = _remember(cache, value, positive=not allow_zero)
+    if remembered is not None:
+        return remembered
     number = num(value, name)
     if not number.is_finite() or number < _ZERO or (not allow_zero and number == _ZERO):
         bound = ">= 0" if allow_zero else "> 0"
@@ -214,8 +213,12 @@ def levels(raw: object, name: str) -> tuple[Level, ...]:
     non_negative = _NON_NEGATIVE
     try:
         return tuple([(positive[p], non_negative[q]) for p, q in raw])
-    except (_Reject, ValueError, TypeError):
-        pass  # not all [str, str] pairs of valid numbers: the full loop below names the error
+    except (KeyError, ValueError, TypeError):
+        pass  # a number not cached yet, or not all [str, str] pairs
+    remembered = _remembered_levels(raw)
+    if remembered is not None:
+        return remembered
+    # not all [str, str] pairs of valid numbers: the full loop below names the error
     out: list[Level] = []
     append = out.append
     dec = Decimal
@@ -236,6 +239,27 @@ def levels(raw: object, name: str) -> tuple[Level, ...]:
         raise MalformedMessage(f"{name}: a level is not a [price, qty] pair") from None
     except InvalidOperation:
         raise InvalidValue(f"{name}: a level holds a non-number") from None
+    return tuple(out)
+
+
+def _remembered_levels(raw: list[Any]) -> tuple[Level, ...] | None:
+    """The levels through the number caches, filling them (:func:`_remember`); None when a level
+    is not a pair of valid number strings."""
+    positive, non_negative = _POSITIVE, _NON_NEGATIVE
+    out: list[Level] = []
+    try:
+        for p, q in raw:
+            p_dec = positive.get(p)
+            if p_dec is None:
+                p_dec = _remember(positive, p, positive=True)
+            q_dec = non_negative.get(q)
+            if q_dec is None:
+                q_dec = _remember(non_negative, q, positive=False)
+            if p_dec is None or q_dec is None:
+                return None
+            out.append((p_dec, q_dec))
+    except (ValueError, TypeError):
+        return None
     return tuple(out)
 
 
