@@ -4,6 +4,7 @@ Layout under ``root``::
 
     <key>                      the object's bytes, exactly (a web server can serve root as is)
     .meta/objects/<key>        sidecar JSON: content_type, cache_control, content_encoding
+    .meta/objects/<dir>/.tmp-folder   the folder's metadata: that of the first object created in it
     .meta/locks/<xx>.lock      256 lock stripes (``xx`` = first byte of sha256(key)) for fcntl.flock
 
 Sidecars mirror the object tree without a suffix, so two keys collide in the sidecar tree exactly when
@@ -20,6 +21,13 @@ object always has its sidecar; a crash between the two leaves the previous objec
 metadata, never a torn object. Writers of one key (create, replace, put, delete) hold the key's stripe
 lock exclusively, across processes, which makes create-only and compare-and-swap exact; readers hold it
 shared where the lock file can be opened, so bytes and metadata are read as one version.
+
+An object created (create-only) with its folder's metadata gets no sidecar of its own: a folder of
+immutable versions holds objects that all share one, and creating a file is the dearest step of a
+write on some file systems. The folder's metadata is written once, create-only, and never changed, so
+an object that inherits it keeps its metadata. A read takes the object's own sidecar, else its
+folder's, else guesses from the name. (``.tmp-folder`` can be neither a sidecar nor a folder: no key
+segment starts with ``.tmp-``.)
 
 The etag is the hex md5 of the bytes (unquoted), computed from the file, never cached.
 """
@@ -54,6 +62,8 @@ from moonstream.store.base import (
 logger = logging.getLogger(__name__)
 
 META_DIR = ".meta"
+#: The name of a folder's metadata in the sidecar tree (see the module docstring).
+FOLDER_META = f"{TEMP_PREFIX}folder"
 
 # Content types of the files this project writes, independent of the machine's /etc/mime.types.
 _KNOWN_TYPES = {
@@ -153,6 +163,30 @@ def _atomic_write(path: Path, data: bytes, sync: bool = True) -> None:
         _fsync_dir(path.parent)
 
 
+def _create_only(path: Path, data: bytes, sync: bool) -> bytes:
+    """Give ``path`` the content ``data`` unless it exists (whole or not at all: a temp file linked
+    into place); returns what ``path`` holds afterwards."""
+    _ensure_dir(path.parent, sync)
+    tmp = path.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            if sync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return path.read_bytes()
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    if sync:
+        _fsync_dir(path.parent)
+    return data
+
+
 def _meta_to_json(meta: ObjectMeta) -> bytes:
     doc = {
         "content_type": meta.content_type,
@@ -233,10 +267,14 @@ class LocalStore(Store):
     # -- reading ---------------------------------------------------------------------------------
 
     def _read_meta(self, key: str) -> ObjectMeta:
+        sidecar = self._sidecar_path(key)
         try:
-            raw = self._sidecar_path(key).read_bytes()
+            raw = sidecar.read_bytes()
         except _MISSING:
-            return guess_meta(key)
+            try:
+                raw = (sidecar.parent / FOLDER_META).read_bytes()
+            except _MISSING:
+                return guess_meta(key)
         try:
             return _meta_from_json(raw)
         except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
@@ -298,20 +336,44 @@ class LocalStore(Store):
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def _write(self, key: str, path: Path, data: bytes, meta: ObjectMeta) -> str:
+    def _write(self, key: str, path: Path, data: bytes, meta: ObjectMeta, *, inherit: bool = False) -> str:
+        """Write the sidecar unless the object already has this metadata (its own or, without its
+        own, its folder's), then the object. ``inherit`` (create): a folder without metadata yet
+        takes this object's."""
         if path.is_dir():
             raise StoreError(f"{self.url}: cannot write {key!r}: other keys live under it")
         sync = self.fsync_each_write
         sidecar = self._sidecar_path(key)
         sidecar_data = _meta_to_json(meta)
         try:
-            same_sidecar = sidecar.read_bytes() == sidecar_data  # pointers rewrite the same metadata
+            own: bytes | None = sidecar.read_bytes()
         except _MISSING:
-            same_sidecar = False
-        if not same_sidecar:
+            own = None
+        if own != sidecar_data and (
+            own is not None
+            or self._folder_meta_for(sidecar.parent, sidecar_data if inherit else None) != sidecar_data
+        ):
             _atomic_write(sidecar, sidecar_data, sync)
         _atomic_write(path, data, sync)
         return md5_etag(data)
+
+    def _folder_meta_for(self, folder: Path, proposed: bytes | None) -> bytes | None:
+        """The metadata of sidecar folder ``folder``; ``proposed`` becomes it if it has none yet.
+        None if it has none (and none is proposed) or cannot have one (e.g. a key's folder is named
+        like it): its objects keep sidecars of their own. Read each time (a read is cheap; a folder
+        deleted meanwhile must not be trusted)."""
+        path = folder / FOLDER_META
+        try:
+            return path.read_bytes()
+        except _MISSING:
+            if proposed is None:
+                return None
+        except OSError:
+            return None
+        try:
+            return _create_only(path, proposed, self.fsync_each_write)
+        except OSError:
+            return None
 
     def barrier(self) -> None:
         """Make every write so far durable before any later one (a no-op when each write is)."""
@@ -325,7 +387,7 @@ class LocalStore(Store):
             with self._locked(key, exclusive=True):
                 if path.is_file():
                     raise ObjectExists(f"{self.url}: {key!r} already exists")
-                return self._write(key, path, data, meta)
+                return self._write(key, path, data, meta, inherit=True)
         except OSError as exc:
             raise self._wrap_os_error("create", key, exc) from exc
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from moonstream.store import (
     StoreUnavailable,
     open_store,
 )
+from moonstream.store.local import FOLDER_META
 from tests.s3server import DUMMY_ENV, FlakyProxy
 
 pytestmark = pytest.mark.integration
@@ -394,16 +396,43 @@ def test_local_sidecar_is_written_before_the_object(tmp_path: Path, monkeypatch:
 
     monkeypatch.setattr(local, "_atomic_write", recording)
     store = LocalStore(tmp_path / "store")
+    sidecars = store.root / ".meta" / "objects" / "v1"
     store.create("v1/a.json", b"x", JSON_GZ)
-    assert written == [store.root / ".meta" / "objects" / "v1" / "a.json", store.root / "v1" / "a.json"]
+    # the first object created in a folder gives the folder its metadata (before the object): no
+    # sidecar of its own
+    assert written == [store.root / "v1" / "a.json"]
+    assert json.loads((sidecars / local.FOLDER_META).read_bytes())["content_encoding"] == "gzip"
+    assert not (sidecars / "a.json").exists()
     # a rewrite with the same metadata (every pointer update) leaves the sidecar alone
     written.clear()
     store.replace("v1/a.json", b"y", JSON_GZ, expected_etag=store.head("v1/a.json").etag)  # type: ignore[union-attr]
     assert written == [store.root / "v1" / "a.json"]
     written.clear()
     store.put("v1/a.json", b"z", ObjectMeta("application/json"))
-    assert written == [store.root / ".meta" / "objects" / "v1" / "a.json", store.root / "v1" / "a.json"]
+    assert written == [sidecars / "a.json", store.root / "v1" / "a.json"]
     assert store.read("v1/a.json").meta == ObjectMeta("application/json")
+
+
+def test_local_objects_created_with_their_folders_metadata_have_no_sidecar(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store", fsync_each_write=False)
+    sidecars = store.root / ".meta" / "objects" / "v1" / "BTC"
+    for minute in range(3):
+        store.create(f"v1/BTC/{minute:04d}.json", b"{}", JSON_GZ)
+    store.create("v1/BTC/latest.json", b"{}", PLAIN)  # other metadata: a sidecar of its own
+    assert sorted(p.name for p in sidecars.iterdir()) == [FOLDER_META, "latest.json"]
+    assert [store.read(f"v1/BTC/{m:04d}.json").meta for m in range(3)] == [JSON_GZ] * 3
+    assert store.head("v1/BTC/0001.json").meta == JSON_GZ  # type: ignore[union-attr]
+    assert store.read("v1/BTC/latest.json").meta == PLAIN
+    assert list(store.list("v1/BTC/")) == [*(f"v1/BTC/{m:04d}.json" for m in range(3)), "v1/BTC/latest.json"]
+    # A sidecar left by a create killed before its object: the next create replaces it.
+    (sidecars / "0009.json").write_bytes(json.dumps({"content_type": "text/plain"}).encode())
+    store.create("v1/BTC/0009.json", b"{}", JSON_GZ)
+    assert store.read("v1/BTC/0009.json").meta == JSON_GZ
+    # Deleted and created again with other metadata: its own sidecar; the folder's stays.
+    store.delete("v1/BTC/0001.json")
+    store.create("v1/BTC/0001.json", b"{}", PLAIN)
+    assert store.read("v1/BTC/0001.json").meta == PLAIN
+    assert store.read("v1/BTC/0002.json").meta == JSON_GZ
 
 
 def test_local_barrier_mode_syncs_at_barriers_not_per_write(
