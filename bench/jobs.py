@@ -67,6 +67,7 @@ def read_and_parse_seconds(root: Path, minutes: int, loads: Callable[[bytes], An
 
 
 def latency(root: Path, minutes: int) -> dict[str, Any]:
+    settle()
     ctx = JobContext.open(_config(root, "site-live"))
     collector, schedule = CollectorConfig(), ScheduleConfig()
     wait_s = collector.finalize_grace_s + collector.finalize_interval_s + schedule.tick_seconds
@@ -101,18 +102,27 @@ def latency(root: Path, minutes: int) -> dict[str, Any]:
     }
 
 
+def settle() -> None:
+    """Write back what earlier phases left dirty, so the kernel's writeback of the simulated files
+    (or of the previous phase's site) does not compete with the next measurement for the two cores."""
+    os.sync()
+
+
 def throughput(root: Path, minutes: int) -> dict[str, Any]:
+    settle()
     parse_s, records = read_and_parse_seconds(root, minutes, orjson.loads)
     stdlib_parse_s, _ = read_and_parse_seconds(root, minutes, json.loads)
     workers = len(SYMBOLS)
     # Starting the worker processes costs the same whatever the range: measured on one minute, so
     # the extrapolation to a day counts it once.
+    settle()
     started = time.perf_counter()
     backfill(
         JobContext.open(_config(root, "site-startup")), SYMBOLS, START, START, workers=workers, progress=False
     )
     one_minute = time.perf_counter() - started
     ctx = JobContext.open(_config(root, "site-backfill"))
+    settle()
     started = time.perf_counter()
     report = backfill(ctx, SYMBOLS, START, START + minutes - 1, workers=workers, progress=False)
     wall = time.perf_counter() - started
