@@ -12,6 +12,8 @@ On a simulated market (BTC, ETH, SOL; default rates, depth@100ms) in a temporary
   this machine's two cores), as symbol-minutes per second, extrapolated to 24 h x 3 symbols, and as a
   ratio to the time needed just to decompress and JSON-parse the same raw files in one process, with
   the JSON parser the normalizers use (orjson; the standard library's ``json`` is shown beside it).
+  The same comparison in CPU time (the workers' user + system seconds per symbol-minute against the
+  parse's) is steadier on a shared host: wall-clock ratio ~ CPU ratio / 2 on two busy cores.
   Starting the workers is measured on a one-minute backfill and counted once: the ``steady``
   figures and the extrapolation to a day use the rest.
 
@@ -24,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import tempfile
 import threading
@@ -54,16 +57,25 @@ def _config(root: Path, site: str) -> JobConfig:
     )
 
 
-def read_and_parse_seconds(root: Path, minutes: int, loads: Callable[[bytes], Any]) -> tuple[float, int]:
+def read_and_parse_seconds(
+    root: Path, minutes: int, loads: Callable[[bytes], Any]
+) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds, records) to read, decompress and JSON-parse every minute file."""
     store = open_store(str(root / "data"))
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     records = 0
     for symbol in SYMBOLS:
         for minute in range(START, START + minutes):
             for record in read_minute(store, symbol, minute, report=ReadReport()):
                 loads(record.payload)
                 records += 1
-    return time.perf_counter() - started, records
+    return time.perf_counter() - started, time.process_time() - cpu_started, records
+
+
+def children_cpu_seconds() -> float:
+    """User + system CPU of this process's finished children (the backfill's worker processes)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def latency(root: Path, minutes: int) -> dict[str, Any]:
@@ -110,25 +122,31 @@ def settle() -> None:
 
 def throughput(root: Path, minutes: int) -> dict[str, Any]:
     settle()
-    parse_s, records = read_and_parse_seconds(root, minutes, orjson.loads)
-    stdlib_parse_s, _ = read_and_parse_seconds(root, minutes, json.loads)
+    parse_s, parse_cpu_s, records = read_and_parse_seconds(root, minutes, orjson.loads)
+    stdlib_parse_s, _, _ = read_and_parse_seconds(root, minutes, json.loads)
     workers = len(SYMBOLS)
     # Starting the worker processes costs the same whatever the range: measured on one minute, so
     # the extrapolation to a day counts it once.
     settle()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), children_cpu_seconds()
     backfill(
         JobContext.open(_config(root, "site-startup")), SYMBOLS, START, START, workers=workers, progress=False
     )
-    one_minute = time.perf_counter() - started
+    one_minute, one_minute_cpu = time.perf_counter() - started, children_cpu_seconds() - cpu_started
     ctx = JobContext.open(_config(root, "site-backfill"))
     settle()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), children_cpu_seconds()
     report = backfill(ctx, SYMBOLS, START, START + minutes - 1, workers=workers, progress=False)
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, children_cpu_seconds() - cpu_started
     per_minute = (wall - one_minute) / (minutes - 1)
     parse_per_minute = parse_s / minutes
+    # CPU seconds per symbol-minute, start-up excluded: steadier than wall clock on a shared host
+    cpu_per_symbol_minute = (cpu - one_minute_cpu) / ((minutes - 1) * len(SYMBOLS))
+    parse_cpu_per_symbol_minute = parse_cpu_s / (minutes * len(SYMBOLS))
     return {
+        "steady_cpu_ms_per_symbol_minute": round(cpu_per_symbol_minute * 1000, 1),
+        "decompress_and_parse_cpu_ms_per_symbol_minute": round(parse_cpu_per_symbol_minute * 1000, 2),
+        "cpu_ratio_to_decompress_and_parse": round(cpu_per_symbol_minute / parse_cpu_per_symbol_minute, 2),
         "symbol_minutes": report.minutes_processed,
         "records": records,
         "workers": workers,
