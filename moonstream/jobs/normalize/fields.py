@@ -209,13 +209,7 @@ def levels(raw: object, name: str) -> tuple[Level, ...]:
     """``[["price", "qty"], ...]`` -> ((Decimal, Decimal), ...); price > 0, qty >= 0 (0 deletes)."""
     if type(raw) is not list:
         raise MalformedMessage(f"{name} is not a list")
-    positive = _POSITIVE
-    non_negative = _NON_NEGATIVE
-    try:
-        return tuple([(positive[p], non_negative[q]) for p, q in raw])
-    except (KeyError, ValueError, TypeError):
-        pass  # a number not cached yet, or not all [str, str] pairs
-    remembered = _remembered_levels(raw)
+    remembered = _cached_levels(raw)
     if remembered is not None:
         return remembered
     # not all [str, str] pairs of valid numbers: the full loop below names the error
@@ -242,22 +236,28 @@ def levels(raw: object, name: str) -> tuple[Level, ...]:
     return tuple(out)
 
 
-def _remembered_levels(raw: list[Any]) -> tuple[Level, ...] | None:
-    """The levels through the number caches, filling them (:func:`_remember`); None when a level
-    is not a pair of valid number strings."""
+def _cached_levels(raw: list[Any]) -> tuple[Level, ...] | None:
+    """The levels through the number caches, in one pass, filling them on a miss (:func:`_remember`);
+    None when a level is not a pair of valid number strings. (One pass: a market's deeper levels
+    bring new texts in most messages, and restarting a message after a miss cost more than the
+    plain-dict fast path saves.)"""
     positive, non_negative = _POSITIVE, _NON_NEGATIVE
     out: list[Level] = []
+    append = out.append
     try:
         for p, q in raw:
-            p_dec = positive.get(p)
-            if p_dec is None:
-                p_dec = _remember(positive, p, positive=True)
-            q_dec = non_negative.get(q)
-            if q_dec is None:
-                q_dec = _remember(non_negative, q, positive=False)
-            if p_dec is None or q_dec is None:
-                return None
-            out.append((p_dec, q_dec))
+            try:
+                append((positive[p], non_negative[q]))
+            except KeyError:
+                p_dec = positive.get(p)
+                if p_dec is None:
+                    p_dec = _remember(positive, p, positive=True)
+                q_dec = non_negative.get(q)
+                if q_dec is None:
+                    q_dec = _remember(non_negative, q, positive=False)
+                if p_dec is None or q_dec is None:
+                    return None
+                append((p_dec, q_dec))
     except (ValueError, TypeError):
         return None
     return tuple(out)
