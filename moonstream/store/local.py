@@ -141,11 +141,10 @@ def _ensure_dir(path: Path, sync: bool = True) -> None:
         _fsync_dir(path.parent)
 
 
-def _atomic_write(path: Path, data: bytes, sync: bool = True) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory and ``os.replace``; with
-    ``sync``, the file and then the directory are fsynced."""
-    _ensure_dir(path.parent, sync)
-    tmp = path.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+def _write_temp(folder: Path, data: bytes, sync: bool) -> Path:
+    """A new temp file in ``folder`` (created if missing) holding ``data``, fsynced with ``sync``."""
+    _ensure_dir(folder, sync)
+    tmp = folder / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
     # 0o666 minus the umask, like any file: a web server must be able to read what we publish.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     try:
@@ -154,6 +153,18 @@ def _atomic_write(path: Path, data: bytes, sync: bool = True) -> None:
             if sync:
                 fh.flush()
                 os.fsync(fh.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return tmp
+
+
+def _atomic_write(path: Path, data: bytes, sync: bool = True) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same directory and ``os.replace``; with
+    ``sync``, the file and then the directory are fsynced."""
+    tmp = _write_temp(path.parent, data, sync)
+    try:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -166,15 +177,8 @@ def _atomic_write(path: Path, data: bytes, sync: bool = True) -> None:
 def _create_only(path: Path, data: bytes, sync: bool) -> bytes:
     """Give ``path`` the content ``data`` unless it exists (whole or not at all: a temp file linked
     into place); returns what ``path`` holds afterwards."""
-    _ensure_dir(path.parent, sync)
-    tmp = path.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    tmp = _write_temp(path.parent, data, sync)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            if sync:
-                fh.flush()
-                os.fsync(fh.fileno())
         try:
             os.link(tmp, path)
         except FileExistsError:
