@@ -50,6 +50,18 @@ def encode_document(layout: SiteLayout, document: Any) -> bytes:
     return gzip_bytes(data) if layout.gzip_json else data
 
 
+def read_pointer(store: Store, key: str, *, binary: bool) -> tuple[StoredObject | None, Any | None]:
+    """A pointer as stored and as its merge sees it: the bytes of a binary one, the decoded JSON of
+    any other; ``(None, None)`` if absent. Decoding errors (ValueError, OSError, EOFError) propagate."""
+    try:
+        current = store.read(key)
+    except ObjectNotFound:
+        return None, None
+    if binary:
+        return current, current.data
+    return current, decode_json_object(current.data, current.meta.content_encoding)
+
+
 @dataclass
 class PublishReport:
     immutables_written: int = 0
@@ -111,11 +123,7 @@ class Publication:
         absent. Raises what decoding raises (ValueError, OSError, EOFError) for an unreadable one."""
         if self._buffer is not None:
             return self._buffer.document(key)
-        try:
-            current = self._store.read(key)
-        except ObjectNotFound:
-            return None
-        return decode_json_object(current.data, current.meta.content_encoding)
+        return read_pointer(self._store, key, binary=False)[1]
 
     def add_immutable_json(self, key: str, document: Any) -> None:
         data = self.encode_json(document)
@@ -176,16 +184,7 @@ class Publication:
 
     def _write_pointer(self, pointer: _Pointer, report: PublishReport) -> None:
         for _ in range(POINTER_CAS_ATTEMPTS):
-            current: StoredObject | None
-            try:
-                current = self._store.read(pointer.key)
-                current_doc = (
-                    current.data
-                    if pointer.binary
-                    else decode_json_object(current.data, current.meta.content_encoding)
-                )
-            except ObjectNotFound:
-                current, current_doc = None, None
+            current, current_doc = read_pointer(self._store, pointer.key, binary=pointer.binary)
             new_doc = pointer.merge(current_doc)
             if new_doc is None:
                 report.pointers_unchanged += 1
@@ -256,13 +255,13 @@ class PointerBuffer:
         held = self._held.get(key)
         if held is not None:
             return held.document
-        return self._load(key, binary=False)[1]
+        return read_pointer(self.store, key, binary=False)[1]
 
     def hold(self, pointer: _Pointer, report: PublishReport) -> None:
         """Apply one update in memory; counted as written when it changed the held document."""
         held = self._held.get(pointer.key)
         if held is None:
-            base, document = self._load(pointer.key, binary=pointer.binary)
+            base, document = read_pointer(self.store, pointer.key, binary=pointer.binary)
             held = self._held[pointer.key] = _Held(pointer, base, document)
         held.pointer = pointer
         held.merges.append(pointer.merge)
@@ -288,15 +287,6 @@ class PointerBuffer:
             raise PublishError(f"publishing to {self.store.url} failed: {type(exc).__name__}") from exc
         return report
 
-    def _load(self, key: str, *, binary: bool) -> tuple[StoredObject | None, Any | None]:
-        try:
-            current = self.store.read(key)
-        except ObjectNotFound:
-            return None, None
-        if binary:
-            return current, current.data
-        return current, decode_json_object(current.data, current.meta.content_encoding)
-
     def _write(self, held: _Held, report: PublishReport) -> None:
         pointer = held.pointer
         for _ in range(POINTER_CAS_ATTEMPTS):
@@ -310,7 +300,7 @@ class PointerBuffer:
                 etag = self.store.replace(pointer.key, data, pointer.meta, expected_etag=expected)
             except PreconditionFailed:
                 logger.info("pointer %s changed under a held update; re-reading", pointer.key)
-                held.base, held.document = self._load(pointer.key, binary=pointer.binary)
+                held.base, held.document = read_pointer(self.store, pointer.key, binary=pointer.binary)
                 for merge in held.merges:
                     merged = merge(held.document)
                     held.document = held.document if merged is None else merged
