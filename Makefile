@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install run demo test test-deps lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py moonstream/_native.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -21,8 +21,8 @@ demo: $(STAMP)
 	$(BIN)/moonstream demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check moonstream tests bench
-	$(BIN)/ruff format --check moonstream tests bench
+	$(BIN)/ruff check moonstream tests bench setup.py
+	$(BIN)/ruff format --check moonstream tests bench setup.py
 	$(BIN)/mypy
 
 # Headless Chromium for the viewer tests (tests/integration/test_viewer.py), from Debian. Without root
@@ -43,4 +43,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache build moonstream/*.so

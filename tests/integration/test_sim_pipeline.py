@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -208,3 +210,43 @@ def test_backfill_over_three_venues_counts_every_sent_liquidation(
     assert expected["binance"]["sent"] < expected["binance"]["all"]  # Binance: one a second
     for side in ("long", "short"):
         assert total[side] == sum(got[v][side] for v in VENUES)
+
+
+def test_backfill_without_the_compiled_loops_publishes_the_same_bytes(
+    simulated: tuple[Path, dict], tmp_path: Path
+) -> None:
+    """``MOONSTREAM_NATIVE=0`` (the pure-Python inner loops, as on a machine without a C compiler)
+    publishes exactly the site and state of the default run: every file, metadata included."""
+    data, _ = simulated
+    outputs = []
+    for switch in ("1", "0"):
+        root = tmp_path / f"native-{switch}"
+        shutil.copytree(data / "raw", root / "data" / "raw")
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "moonstream.cli",
+                "backfill",
+                "--symbols",
+                ",".join(SYMBOLS),
+                "--from",
+                START,
+                "--to",
+                "2024-03-05T12:01",
+                "--data",
+                str(root / "data"),
+                "--site",
+                str(root / "site"),
+                "--no-progress",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "MOONSTREAM_NATIVE": switch},
+        )
+        assert " 0 normalize errors" in done.stderr
+        outputs.append((_files(root / "site"), _files(root / "data" / "state")))
+    assert len(outputs[0][0]) > 50 and outputs[0][1]
+    assert outputs[0] == outputs[1]

@@ -27,6 +27,7 @@ from moonstream.jobs.engines.orderbook_frames import (
     index_miss,
 )
 from moonstream.jobs.events import BookTicker, DepthSnapshot, DepthUpdate, Level
+from moonstream.native import compiled
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ MAX_PENDING_TICKERS = 256
 """bookTickers remembered whose ``u`` is ahead of the book (arriving before their diff)."""
 
 _ZERO = Decimal(0)
+_compiled_set_levels = compiled("set_levels")
 
 
 def _levels_json(levels: Sequence[Level]) -> list[list[str]]:
@@ -230,7 +232,8 @@ class BinanceBook:
         and integrate each changed level into the frame window while synced.
 
         The window part is :meth:`WindowAccumulator.changes` inlined (this is the engine's inner
-        loop): same operations, same order."""
+        loop): same operations, same order. ``set_levels`` in moonstream/_native.c is this loop
+        compiled (used when built; it leaves shapes it does not handle to this code)."""
         if not levels:
             return
         bids = side == 0
@@ -239,9 +242,14 @@ class BinanceBook:
             self.window.side_arrays(side) if self.window is not None and self.status == "synced" else None
         )
         track = arrays is not None
+        tops = self._side_tops(side)
+        done = _compiled_set_levels(
+            book, tops, levels, side, t, arrays, index_miss, self._side_tops, TOPS_KEPT, _ZERO
+        )
+        if done is not NotImplemented:
+            return
         if arrays is not None:
             index, step, i_min, n, cur, last, acc = arrays
-        tops = self._side_tops(side)
         for price, qty in levels:
             old = book.get(price)
             if qty:

@@ -44,6 +44,7 @@ from moonstream.jobs.normalize import (
 )
 from moonstream.jobs.normalize.fields import (
     NS_PER_MS,
+    NUMBER_CACHES,
     connection_event,
     decode_json as _decode,
     finite as _finite,
@@ -58,6 +59,7 @@ from moonstream.jobs.normalize.fields import (
     qty as _qty,
     short as _short,
 )
+from moonstream.native import compiled, native
 from moonstream.symbols import Exchange, exchange_instrument
 
 EXCHANGE: str = Exchange.BINANCE.value
@@ -560,6 +562,34 @@ def _dispatch(record: RawRecord, symbol: str, channel: str) -> list[Event]:
     raise UnknownChannel(f"unknown channel {_short(channel)}")
 
 
+_FAST_KINDS: dict[str, int] = {} if native is None else {"ws:depth": 0, "ws:aggTrade": 1, "ws:bookTicker": 2}
+"""Channels ``binance_event`` in moonstream/_native.c parses (its ``kind``), when it is built."""
+_binance_event = compiled("binance_event")
+_FAST_CONTEXT = (
+    *NUMBER_CACHES,
+    NS_PER_MS,
+    EXCHANGE,
+    _new_depth_update,
+    _new_trade,
+    _new_book_ticker,
+    _TAKER[True],
+    _TAKER[False],
+)
+
+
+def _parse(parser: _JsonParser, channel: str, msg: Any, symbol: str, recv_ns: int) -> Event:
+    """``parser(msg, symbol, recv_ns)``; a well-formed depth update, aggTrade or bookTicker is
+    parsed by the compiled ``binance_event`` when built (the same event: tests/unit/test_native.py)."""
+    kind = _FAST_KINDS.get(channel)
+    if kind is not None:
+        instrument = _INSTRUMENTS.get(symbol)  # filled by the first message's _check_symbol
+        if instrument is not None:
+            event = _binance_event(kind, msg, symbol, instrument, recv_ns, _FAST_CONTEXT)
+            if event is not NotImplemented:
+                return event
+    return parser(msg, symbol, recv_ns)
+
+
 def normalize(record: RawRecord, symbol: str) -> list[Event]:
     """The events of one Binance USDT-M record for our ``symbol`` (``BTC``), in message order.
 
@@ -573,7 +603,7 @@ def normalize(record: RawRecord, symbol: str) -> list[Event]:
         if parser is None:
             return _dispatch(record, symbol, channel)
         try:
-            return [parser(_decode(record.payload), symbol, record.recv_ns)]
+            return [_parse(parser, channel, _decode(record.payload), symbol, record.recv_ns)]
         except KeyError as exc:  # what the parsers' @_parser wrapper does
             raise _missing_field(exc) from None
     except NormalizeError as exc:

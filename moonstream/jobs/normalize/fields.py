@@ -19,6 +19,7 @@ import orjson
 from moonstream.collector.rawfile import RawRecord
 from moonstream.jobs.events import ConnectionEvent, Level
 from moonstream.jobs.normalize import InvalidValue, MalformedMessage
+from moonstream.native import compiled
 
 NS_PER_MS = 1_000_000
 _ZERO = Decimal(0)
@@ -209,7 +210,9 @@ def levels(raw: object, name: str) -> tuple[Level, ...]:
     """``[["price", "qty"], ...]`` -> ((Decimal, Decimal), ...); price > 0, qty >= 0 (0 deletes)."""
     if type(raw) is not list:
         raise MalformedMessage(f"{name} is not a list")
-    remembered = _cached_levels(raw)
+    remembered = _native_levels(raw, _POSITIVE, _NON_NEGATIVE, _remember_price, _remember_qty)
+    if remembered is NotImplemented:
+        remembered = _cached_levels(raw)
     if remembered is not None:
         return remembered
     # not all [str, str] pairs of valid numbers: the full loop below names the error
@@ -261,6 +264,19 @@ def _cached_levels(raw: list[Any]) -> tuple[Level, ...] | None:
     except (ValueError, TypeError):
         return None
     return tuple(out)
+
+
+_remember_price = functools.partial(_remember, _POSITIVE, positive=True)
+_remember_qty = functools.partial(_remember, _NON_NEGATIVE, positive=False)
+
+
+NUMBER_CACHES = (_POSITIVE, _NON_NEGATIVE, _remember_price, _remember_qty)
+"""The number caches (prices and other numbers > 0; sizes >= 0) and the functions that fill them on a
+miss, as the compiled parsers take them."""
+
+_native_levels = compiled("cached_levels")
+"""``_cached_levels`` compiled (moonstream/_native.c): the same result, or NotImplemented for a
+shape it leaves to the Python function."""
 
 
 def decode_json(payload: bytes) -> Any:

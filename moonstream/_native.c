@@ -1,0 +1,925 @@
+/* Compiled inner loops of the minute job: the same operations, in the same order, as the Python
+ * functions they replace, on the same Python objects (so outputs are byte-identical; see
+ * moonstream/native.py and tests/unit/test_native.py).
+ *
+ *   cached_levels  moonstream.jobs.normalize.fields._cached_levels   (a depth message's levels)
+ *   binance_event  moonstream.jobs.normalize.binance: parse_depth_update, parse_agg_trade and
+ *                  parse_book_ticker for a well-formed message (anything else: NotImplemented,
+ *                  and the Python parser names the error)
+ *   set_levels     moonstream.jobs.engines.orderbook_binance.BinanceBook._set_levels
+ *   parse_lines    moonstream.collector.rawfile.parse_lines: the lines of already validated tags
+ *
+ * Each returns NotImplemented, before changing anything, for an input shape the Python function
+ * accepts but this file does not handle; the caller then runs the Python function. Decimal
+ * arithmetic and comparisons go through the generic number and comparison protocols, so the
+ * current decimal context applies exactly as in Python.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+/* ---- cached_levels -------------------------------------------------------------------------- */
+
+/* The lookup of `key` in `cache`: a borrowed value, NULL with no error on a miss, NULL with an
+ * error set when hashing failed. */
+static PyObject *
+lookup(PyObject *cache, PyObject *key)
+{
+    return PyDict_GetItemWithError(cache, key);
+}
+
+/* A ValueError or TypeError ends _cached_levels with None; anything else propagates. */
+static PyObject *
+none_on_value_or_type_error(void)
+{
+    if (PyErr_ExceptionMatches(PyExc_ValueError) || PyErr_ExceptionMatches(PyExc_TypeError)) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    return NULL;
+}
+
+/* A number through its cache, else through `remember` (which fills the cache or returns None).
+ * Returns a new reference, Py_None (new reference) for "not a valid number", NULL on error. */
+static PyObject *
+cached_number(PyObject *cache, PyObject *text, PyObject *remember)
+{
+    PyObject *value = lookup(cache, text);
+    if (value != NULL) {
+        return Py_NewRef(value);
+    }
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    return PyObject_CallOneArg(remember, text);
+}
+
+static PyObject *
+cached_levels(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "cached_levels(raw, positive, non_negative, remember_price, remember_qty)");
+        return NULL;
+    }
+    PyObject *raw = args[0], *positive = args[1], *non_negative = args[2];
+    PyObject *remember_price = args[3], *remember_qty = args[4];
+    if (!PyList_CheckExact(raw) || !PyDict_CheckExact(positive) || !PyDict_CheckExact(non_negative)) {
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(raw);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        /* `for p, q in raw` unpacks any iterable; only lists and tuples are handled here */
+        PyObject *item = PyList_GET_ITEM(raw, i);
+        if (!PyList_CheckExact(item) && !PyTuple_CheckExact(item)) {
+            Py_RETURN_NOTIMPLEMENTED;
+        }
+    }
+    PyObject *out = PyTuple_New(n);
+    if (out == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n && i < PyList_GET_SIZE(raw); i++) {
+        PyObject *item = PyList_GET_ITEM(raw, i);
+        PyObject *p, *q;
+        if (PyList_CheckExact(item) && PyList_GET_SIZE(item) == 2) {
+            p = PyList_GET_ITEM(item, 0);
+            q = PyList_GET_ITEM(item, 1);
+        }
+        else if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2) {
+            p = PyTuple_GET_ITEM(item, 0);
+            q = PyTuple_GET_ITEM(item, 1);
+        }
+        else {
+            Py_DECREF(out);
+            Py_RETURN_NONE; /* unpacking would raise ValueError */
+        }
+        Py_INCREF(p);
+        Py_INCREF(q);
+        PyObject *p_dec = cached_number(positive, p, remember_price);
+        PyObject *q_dec = p_dec == NULL ? NULL : cached_number(non_negative, q, remember_qty);
+        Py_DECREF(p);
+        Py_DECREF(q);
+        if (q_dec == NULL) {
+            Py_XDECREF(p_dec);
+            Py_DECREF(out);
+            return none_on_value_or_type_error();
+        }
+        if (p_dec == Py_None || q_dec == Py_None) {
+            Py_DECREF(p_dec);
+            Py_DECREF(q_dec);
+            Py_DECREF(out);
+            Py_RETURN_NONE;
+        }
+        PyObject *level = PyTuple_New(2);
+        if (level == NULL) {
+            Py_DECREF(p_dec);
+            Py_DECREF(q_dec);
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(level, 0, p_dec);
+        PyTuple_SET_ITEM(level, 1, q_dec);
+        PyTuple_SET_ITEM(out, i, level);
+    }
+    if (PyList_GET_SIZE(raw) != n) { /* a remember callback changed the list: let Python redo it */
+        Py_DECREF(out);
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    return out;
+}
+
+/* ---- binance_event -------------------------------------------------------------------------- */
+
+/* Interned keys and event type names, made at import. */
+static PyObject *k_stream, *k_data, *k_e, *k_s, *k_U, *k_u, *k_pu, *k_E, *k_T, *k_b, *k_a, *k_B, *k_A;
+static PyObject *k_f, *k_l, *k_p, *k_q, *k_m, *t_depth, *t_agg, *t_ticker;
+
+/* What binance_event needs from the Python module, built once there (BinanceContext). */
+enum {
+    CTX_POSITIVE, CTX_NON_NEGATIVE, CTX_REMEMBER_PRICE, CTX_REMEMBER_QTY, CTX_NS_PER_MS, CTX_EXCHANGE,
+    CTX_NEW_DEPTH_UPDATE, CTX_NEW_TRADE, CTX_NEW_BOOK_TICKER, CTX_TAKER_SELL, CTX_TAKER_BUY, CTX_SIZE
+};
+
+/* A borrowed value of `data[key]`, NULL when absent (no error: the caller hands the message back). */
+static PyObject *
+field(PyObject *data, PyObject *key)
+{
+    PyObject *value = PyDict_GetItemWithError(data, key); /* str keys: cannot fail */
+    return value;
+}
+
+/* fields.integer for a JSON integer: the value (borrowed) when an int >= 0, else NULL. */
+static PyObject *
+non_negative_int(PyObject *value)
+{
+    if (value == NULL || !PyLong_CheckExact(value) || _PyLong_Sign(value) < 0) {
+        return NULL;
+    }
+    return value;
+}
+
+/* fields.ms: a new reference to value * NS_PER_MS, NULL (maybe with an error) otherwise. */
+static PyObject *
+ms_to_ns(PyObject *value, PyObject *const *ctx)
+{
+    if (non_negative_int(value) == NULL) {
+        return NULL;
+    }
+    return PyNumber_Multiply(value, ctx[CTX_NS_PER_MS]);
+}
+
+/* fields.price / fields.qty through a number cache (and its remember function on a miss): a new
+ * reference to the Decimal, or NULL (maybe with an error) where the Python function would run its
+ * full validation. */
+static PyObject *
+cached_decimal(PyObject *value, PyObject *cache, PyObject *remember)
+{
+    if (value == NULL || !PyUnicode_CheckExact(value)) {
+        return NULL;
+    }
+    PyObject *number = PyDict_GetItemWithError(cache, value);
+    if (number != NULL) {
+        return Py_NewRef(number);
+    }
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    number = PyObject_CallOneArg(remember, value);
+    if (number == Py_None) {
+        Py_DECREF(number);
+        return NULL;
+    }
+    return number;
+}
+
+/* The event object of a combined-stream envelope or a bare event of type `expected` (borrowed),
+ * NULL when the message is anything else (_event would raise or the parser would). */
+static PyObject *
+event_object(PyObject *msg, PyObject *expected)
+{
+    if (!PyDict_CheckExact(msg)) {
+        return NULL;
+    }
+    PyObject *data = msg;
+    if (field(msg, k_stream) != NULL) {
+        PyObject *inner = field(msg, k_data);
+        if (inner != NULL) {
+            data = inner;
+            if (!PyDict_CheckExact(data)) {
+                return NULL;
+            }
+        }
+    }
+    PyObject *etype = field(data, k_e);
+    if (etype != NULL && !(PyUnicode_CheckExact(etype) && PyUnicode_Compare(etype, expected) == 0)) {
+        return NULL;
+    }
+    return data;
+}
+
+/* `a > b` for two ints: 1, 0, or -1 with an error set. */
+static int
+greater(PyObject *a, PyObject *b)
+{
+    return PyObject_RichCompareBool(a, b, Py_GT);
+}
+
+static PyObject *
+depth_update(PyObject *data, PyObject *symbol, PyObject *recv_ns, PyObject *const *ctx)
+{
+    PyObject *first = non_negative_int(field(data, k_U));
+    PyObject *last = non_negative_int(field(data, k_u));
+    if (first == NULL || last == NULL) {
+        return NULL;
+    }
+    int reversed = greater(first, last);
+    if (reversed != 0) {
+        return NULL;
+    }
+    PyObject *ts_ns = ms_to_ns(field(data, k_E), ctx);
+    PyObject *tx_ns = ts_ns == NULL ? NULL : ms_to_ns(field(data, k_T), ctx);
+    PyObject *prev = non_negative_int(field(data, k_pu));
+    PyObject *sides[2] = {NULL, NULL};
+    PyObject *keys[2] = {k_b, k_a};
+    PyObject *event = NULL;
+    if (tx_ns == NULL || prev == NULL) {
+        goto done;
+    }
+    for (int i = 0; i < 2; i++) {
+        PyObject *raw = field(data, keys[i]);
+        if (raw == NULL || !PyList_CheckExact(raw)) {
+            goto done;
+        }
+        PyObject *args[5] = {raw, ctx[CTX_POSITIVE], ctx[CTX_NON_NEGATIVE], ctx[CTX_REMEMBER_PRICE],
+                             ctx[CTX_REMEMBER_QTY]};
+        sides[i] = cached_levels(NULL, args, 5);
+        if (sides[i] == NULL || !PyTuple_CheckExact(sides[i])) { /* None or NotImplemented */
+            goto done;
+        }
+    }
+    PyObject *args[10] = {ctx[CTX_EXCHANGE], symbol, recv_ns, ts_ns, tx_ns, first, last, prev,
+                          sides[0], sides[1]};
+    event = PyObject_Vectorcall(ctx[CTX_NEW_DEPTH_UPDATE], args, 10, NULL);
+done:
+    Py_XDECREF(ts_ns);
+    Py_XDECREF(tx_ns);
+    Py_XDECREF(sides[0]);
+    Py_XDECREF(sides[1]);
+    return event;
+}
+
+static PyObject *
+agg_trade(PyObject *data, PyObject *symbol, PyObject *recv_ns, PyObject *const *ctx)
+{
+    PyObject *first = non_negative_int(field(data, k_f));
+    PyObject *last = non_negative_int(field(data, k_l));
+    if (first == NULL || last == NULL || greater(first, last) != 0) {
+        return NULL;
+    }
+    PyObject *ts_ns = ms_to_ns(field(data, k_T), ctx);
+    PyObject *trade_id = non_negative_int(field(data, k_a));
+    PyObject *price = NULL, *qty = NULL, *event = NULL;
+    if (ts_ns == NULL || trade_id == NULL) {
+        goto done;
+    }
+    price = cached_decimal(field(data, k_p), ctx[CTX_POSITIVE], ctx[CTX_REMEMBER_PRICE]);
+    qty = price == NULL ? NULL : cached_decimal(field(data, k_q), ctx[CTX_POSITIVE], ctx[CTX_REMEMBER_PRICE]);
+    PyObject *maker = field(data, k_m);
+    if (qty == NULL || (maker != Py_True && maker != Py_False)) {
+        goto done;
+    }
+    PyObject *taker = maker == Py_True ? ctx[CTX_TAKER_SELL] : ctx[CTX_TAKER_BUY];
+    PyObject *args[12] = {ctx[CTX_EXCHANGE], symbol, recv_ns, ts_ns, trade_id, price, qty, taker,
+                          Py_True, first, last, Py_False};
+    event = PyObject_Vectorcall(ctx[CTX_NEW_TRADE], args, 12, NULL);
+done:
+    Py_XDECREF(ts_ns);
+    Py_XDECREF(price);
+    Py_XDECREF(qty);
+    return event;
+}
+
+static PyObject *
+book_ticker(PyObject *data, PyObject *symbol, PyObject *recv_ns, PyObject *const *ctx)
+{
+    PyObject *stamp = field(data, k_E);
+    if (stamp == NULL) {
+        stamp = field(data, k_T);
+    }
+    PyObject *ts_ns = ms_to_ns(stamp, ctx);
+    PyObject *update_id = non_negative_int(field(data, k_u));
+    PyObject *numbers[4] = {NULL, NULL, NULL, NULL};
+    PyObject *keys[4] = {k_b, k_B, k_a, k_A};
+    PyObject *event = NULL;
+    if (ts_ns == NULL || update_id == NULL) {
+        goto done;
+    }
+    for (int i = 0; i < 4; i++) {
+        int is_price = i % 2 == 0;
+        numbers[i] = cached_decimal(field(data, keys[i]), ctx[is_price ? CTX_POSITIVE : CTX_NON_NEGATIVE],
+                                    ctx[is_price ? CTX_REMEMBER_PRICE : CTX_REMEMBER_QTY]);
+        if (numbers[i] == NULL) {
+            goto done;
+        }
+    }
+    PyObject *args[9] = {ctx[CTX_EXCHANGE], symbol, recv_ns, ts_ns, update_id, numbers[0], numbers[1],
+                         numbers[2], numbers[3]};
+    event = PyObject_Vectorcall(ctx[CTX_NEW_BOOK_TICKER], args, 9, NULL);
+done:
+    Py_XDECREF(ts_ns);
+    for (int i = 0; i < 4; i++) {
+        Py_XDECREF(numbers[i]);
+    }
+    return event;
+}
+
+/* binance_event(kind, msg, symbol, instrument, recv_ns, context): the event the Python parser of
+ * `kind` (0 depth update, 1 aggTrade, 2 bookTicker) returns for `msg`, or NotImplemented for
+ * anything that is not a well-formed message of that kind (the Python parser then raises). */
+static PyObject *
+binance_event(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6 || !PyTuple_CheckExact(args[5]) || PyTuple_GET_SIZE(args[5]) != CTX_SIZE) {
+        PyErr_SetString(PyExc_TypeError, "binance_event(kind, msg, symbol, instrument, recv_ns, context)");
+        return NULL;
+    }
+    long kind = PyLong_AsLong(args[0]);
+    if (kind == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *msg = args[1], *symbol = args[2], *instrument = args[3], *recv_ns = args[4];
+    PyObject *const *ctx = &PyTuple_GET_ITEM(args[5], 0);
+    PyObject *expected = kind == 0 ? t_depth : kind == 1 ? t_agg : t_ticker;
+    PyObject *data = event_object(msg, expected);
+    PyObject *name = data == NULL ? NULL : field(data, k_s);
+    PyObject *event = NULL;
+    if (name != NULL && PyUnicode_CheckExact(name) && PyUnicode_CheckExact(instrument) &&
+        PyUnicode_Compare(name, instrument) == 0) {
+        Py_INCREF(data); /* the callbacks below could in theory change msg */
+        event = kind == 0   ? depth_update(data, symbol, recv_ns, ctx)
+                : kind == 1 ? agg_trade(data, symbol, recv_ns, ctx)
+                            : book_ticker(data, symbol, recv_ns, ctx);
+        Py_DECREF(data);
+    }
+    if (event != NULL) {
+        return event;
+    }
+    if (PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_ValueError) && !PyErr_ExceptionMatches(PyExc_TypeError)) {
+            return NULL;
+        }
+        PyErr_Clear(); /* the Python parser meets the same value and names the error */
+    }
+    Py_RETURN_NOTIMPLEMENTED;
+}
+
+/* ---- set_levels ----------------------------------------------------------------------------- */
+
+/* Python's truth of `a <op> b`, as the interpreter evaluates `if a <op> b:` (no identity shortcut):
+ * 1, 0, or -1 with an error set. */
+static int
+compare(PyObject *a, PyObject *b, int op)
+{
+    PyObject *result = PyObject_RichCompare(a, b, op);
+    if (result == NULL) {
+        return -1;
+    }
+    int truth = PyObject_IsTrue(result);
+    Py_DECREF(result);
+    return truth;
+}
+
+/* bisect.insort_right(tops, price): 0, or -1 with an error set. */
+static int
+insort_right(PyObject *tops, PyObject *price)
+{
+    Py_ssize_t lo = 0, hi = PyList_GET_SIZE(tops);
+    while (lo < hi) {
+        Py_ssize_t mid = ((size_t)lo + hi) / 2;
+        int less = PyObject_RichCompareBool(price, PyList_GET_ITEM(tops, mid), Py_LT);
+        if (less < 0) {
+            return -1;
+        }
+        if (less) {
+            hi = mid;
+        }
+        else {
+            lo = mid + 1;
+        }
+    }
+    return PyList_Insert(tops, lo, price);
+}
+
+/* bisect.bisect_left(tops, price) */
+static Py_ssize_t
+bisect_left(PyObject *tops, PyObject *price)
+{
+    Py_ssize_t lo = 0, hi = PyList_GET_SIZE(tops);
+    while (lo < hi) {
+        Py_ssize_t mid = ((size_t)lo + hi) / 2;
+        int less = PyObject_RichCompareBool(PyList_GET_ITEM(tops, mid), price, Py_LT);
+        if (less < 0) {
+            return -1;
+        }
+        if (less) {
+            lo = mid + 1;
+        }
+        else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+/* `del tops[index]` for a non-negative index */
+static int
+delete_at(PyObject *tops, Py_ssize_t index)
+{
+    if (index >= PyList_GET_SIZE(tops)) {
+        PyErr_SetString(PyExc_IndexError, "list assignment index out of range");
+        return -1;
+    }
+    return PyList_SetSlice(tops, index, index + 1, NULL);
+}
+
+/* A new price of the side: into the best prices when within them (the Python code's insertion). */
+static int
+insert_top(PyObject *tops, PyObject *price, int bids, Py_ssize_t kept)
+{
+    Py_ssize_t size = PyList_GET_SIZE(tops);
+    int beyond;
+    if (size == 0) {
+        return PyList_Append(tops, price);
+    }
+    if (bids) {
+        beyond = compare(price, PyList_GET_ITEM(tops, size - 1), Py_GT);
+        if (beyond < 0) {
+            return -1;
+        }
+        if (beyond) {
+            if (PyList_Append(tops, price) < 0) {
+                return -1;
+            }
+        }
+        else {
+            int within = compare(price, PyList_GET_ITEM(tops, 0), Py_GT);
+            if (within < 0 || (within && insort_right(tops, price) < 0)) {
+                return -1;
+            }
+        }
+        if (PyList_GET_SIZE(tops) > 2 * kept) {
+            return PyList_SetSlice(tops, 0, kept, NULL);
+        }
+        return 0;
+    }
+    beyond = compare(price, PyList_GET_ITEM(tops, 0), Py_LT);
+    if (beyond < 0) {
+        return -1;
+    }
+    if (beyond) {
+        if (PyList_Insert(tops, 0, price) < 0) {
+            return -1;
+        }
+    }
+    else {
+        int within = compare(price, PyList_GET_ITEM(tops, size - 1), Py_LT);
+        if (within < 0 || (within && insort_right(tops, price) < 0)) {
+            return -1;
+        }
+    }
+    if (PyList_GET_SIZE(tops) > 2 * kept) {
+        return PyList_SetSlice(tops, kept, PyList_GET_SIZE(tops), NULL);
+    }
+    return 0;
+}
+
+/* A deleted price of the side: out of the best prices when among them. Returns 1 when the best
+ * prices ran out while the side still has levels (the caller rebuilds them), 0, or -1. */
+static int
+remove_top(PyObject *tops, PyObject *book, PyObject *price, int bids)
+{
+    Py_ssize_t size = PyList_GET_SIZE(tops);
+    if (size == 0) {
+        return 0;
+    }
+    int among = bids ? compare(price, PyList_GET_ITEM(tops, 0), Py_GE)
+                     : compare(price, PyList_GET_ITEM(tops, size - 1), Py_LE);
+    if (among <= 0) {
+        return among;
+    }
+    int best = compare(price, PyList_GET_ITEM(tops, bids ? size - 1 : 0), Py_EQ);
+    if (best < 0) {
+        return -1;
+    }
+    if (best) {
+        Py_ssize_t at = bids ? size - 1 : 0;
+        if (PyList_SetSlice(tops, at, at + 1, NULL) < 0) {
+            return -1;
+        }
+    }
+    else {
+        Py_ssize_t at = bisect_left(tops, price);
+        if (at < 0 || delete_at(tops, at) < 0) {
+            return -1;
+        }
+    }
+    return PyList_GET_SIZE(tops) == 0 && PyDict_GET_SIZE(book) > 0;
+}
+
+/* The frame window's arrays of one side: WindowAccumulator.side_arrays */
+typedef struct {
+    PyObject *index, *step, *cur, *last, *acc, *index_miss;
+    long long i_min, n;
+} Window;
+
+/* price * (qty - old): a new reference, or NULL with an error set */
+static PyObject *
+new_notional(PyObject *price, PyObject *qty, PyObject *old)
+{
+    PyObject *change = PyNumber_Subtract(qty, old);
+    if (change == NULL) {
+        return NULL;
+    }
+    PyObject *notional = PyNumber_Multiply(price, change);
+    Py_DECREF(change);
+    return notional;
+}
+
+/* `cur[j] = price * (qty - old)` (value None) or `cur[j] = value + price * (qty - old)`, integrating
+ * `float(value) * (t - since)` into acc[j] first when the bucket last changed before t. */
+static int
+integrate(Window *w, PyObject *price, PyObject *qty, PyObject *old, PyObject *t)
+{
+    PyObject *bucket = lookup(w->index, price);
+    long long i;
+    if (bucket != NULL) {
+        i = PyLong_AsLongLong(bucket);
+    }
+    else {
+        if (PyErr_Occurred()) {
+            return -1;
+        }
+        PyObject *computed = PyObject_CallFunctionObjArgs(w->index_miss, w->index, w->step, price, NULL);
+        if (computed == NULL) {
+            return -1;
+        }
+        i = PyLong_AsLongLong(computed);
+        Py_DECREF(computed);
+    }
+    if (i == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    long long j = i - w->i_min;
+    if (j < 0 || j >= w->n) {
+        return 0;
+    }
+    if (j >= PyList_GET_SIZE(w->cur) || j >= PyList_GET_SIZE(w->last) || j >= PyList_GET_SIZE(w->acc)) {
+        PyErr_SetString(PyExc_IndexError, "list index out of range");
+        return -1;
+    }
+    PyObject *value = PyList_GET_ITEM(w->cur, j);
+    if (value == Py_None) {
+        PyObject *notional = new_notional(price, qty, old);
+        if (notional == NULL) {
+            return -1;
+        }
+        PyList_SetItem(w->cur, j, notional); /* steals notional */
+        PyList_SetItem(w->last, j, Py_NewRef(t));
+        return 0;
+    }
+    Py_INCREF(value);
+    PyObject *since = Py_NewRef(PyList_GET_ITEM(w->last, j));
+    int moved = compare(since, t, Py_NE);
+    int failed = moved < 0;
+    if (moved > 0) {
+        PyObject *level = PyNumber_Float(value);
+        PyObject *elapsed = level == NULL ? NULL : PyNumber_Subtract(t, since);
+        PyObject *area = elapsed == NULL ? NULL : PyNumber_Multiply(level, elapsed);
+        PyObject *total = area == NULL ? NULL : PyNumber_InPlaceAdd(PyList_GET_ITEM(w->acc, j), area);
+        Py_XDECREF(level);
+        Py_XDECREF(elapsed);
+        Py_XDECREF(area);
+        if (total == NULL) {
+            failed = 1;
+        }
+        else {
+            PyList_SetItem(w->acc, j, total);
+            PyList_SetItem(w->last, j, Py_NewRef(t));
+        }
+    }
+    if (!failed) {
+        PyObject *notional = new_notional(price, qty, old);
+        PyObject *sum = notional == NULL ? NULL : PyNumber_Add(value, notional);
+        Py_XDECREF(notional);
+        if (sum == NULL) {
+            failed = 1;
+        }
+        else {
+            PyList_SetItem(w->cur, j, sum);
+        }
+    }
+    Py_DECREF(since);
+    Py_DECREF(value);
+    return failed ? -1 : 0;
+}
+
+static int
+window_from(PyObject *arrays, PyObject *index_miss, Window *w)
+{
+    if (!PyTuple_CheckExact(arrays) || PyTuple_GET_SIZE(arrays) != 7) {
+        return 0;
+    }
+    w->index = PyTuple_GET_ITEM(arrays, 0);
+    w->step = PyTuple_GET_ITEM(arrays, 1);
+    w->cur = PyTuple_GET_ITEM(arrays, 4);
+    w->last = PyTuple_GET_ITEM(arrays, 5);
+    w->acc = PyTuple_GET_ITEM(arrays, 6);
+    w->index_miss = index_miss;
+    PyObject *i_min = PyTuple_GET_ITEM(arrays, 2), *n = PyTuple_GET_ITEM(arrays, 3);
+    if (!PyDict_CheckExact(w->index) || !PyList_CheckExact(w->cur) || !PyList_CheckExact(w->last) ||
+        !PyList_CheckExact(w->acc) || !PyLong_CheckExact(i_min) || !PyLong_CheckExact(n)) {
+        return 0;
+    }
+    int overflow_min = 0, overflow_n = 0;
+    w->i_min = PyLong_AsLongLongAndOverflow(i_min, &overflow_min);
+    w->n = PyLong_AsLongLongAndOverflow(n, &overflow_n);
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    return !overflow_min && !overflow_n && w->i_min > LLONG_MIN / 2 && w->i_min < LLONG_MAX / 2;
+}
+
+static PyObject *
+set_levels(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError,
+                        "set_levels(book, tops, levels, side, t, arrays, index_miss, side_tops, tops_kept, zero)");
+        return NULL;
+    }
+    PyObject *book = args[0], *tops = args[1], *levels = args[2], *side = args[3], *t = args[4];
+    PyObject *arrays = args[5], *index_miss = args[6], *side_tops = args[7], *zero = args[9];
+    Py_ssize_t kept = PyLong_AsSsize_t(args[8]);
+    if (kept == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    long side_number = PyLong_AsLong(side);
+    if (side_number == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    int bids = side_number == 0;
+    if (!PyDict_CheckExact(book) || !PyList_CheckExact(tops) || !PyTuple_CheckExact(levels)) {
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(levels);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *level = PyTuple_GET_ITEM(levels, i);
+        if (!PyTuple_CheckExact(level) || PyTuple_GET_SIZE(level) != 2) {
+            Py_RETURN_NOTIMPLEMENTED;
+        }
+    }
+    Window window = {0};
+    int track = 0;
+    if (arrays != Py_None) {
+        track = window_from(arrays, index_miss, &window);
+        if (track < 0) {
+            return NULL;
+        }
+        if (!track) {
+            Py_RETURN_NOTIMPLEMENTED;
+        }
+    }
+    Py_INCREF(tops);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *level = PyTuple_GET_ITEM(levels, i);
+        PyObject *price = PyTuple_GET_ITEM(level, 0), *qty = PyTuple_GET_ITEM(level, 1);
+        PyObject *old = PyDict_GetItemWithError(book, price);
+        if (old == NULL && PyErr_Occurred()) {
+            goto error;
+        }
+        Py_XINCREF(old);
+        int nonzero = PyObject_IsTrue(qty);
+        if (nonzero < 0) {
+            Py_XDECREF(old);
+            goto error;
+        }
+        if (nonzero) {
+            if (PyDict_SetItem(book, price, qty) < 0) {
+                Py_XDECREF(old);
+                goto error;
+            }
+            if (old == NULL) {
+                if (insert_top(tops, price, bids, kept) < 0) {
+                    goto error;
+                }
+                old = Py_NewRef(zero); /* the Python code's _ZERO */
+            }
+            else {
+                int same = compare(old, qty, Py_EQ);
+                if (same != 0) {
+                    Py_DECREF(old);
+                    if (same < 0) {
+                        goto error;
+                    }
+                    continue;
+                }
+            }
+        }
+        else if (old != NULL) {
+            if (PyDict_DelItem(book, price) < 0) {
+                Py_DECREF(old);
+                goto error;
+            }
+            int ran_out = remove_top(tops, book, price, bids);
+            if (ran_out < 0) {
+                Py_DECREF(old);
+                goto error;
+            }
+            if (ran_out) {
+                PyObject *rebuilt = PyObject_CallOneArg(side_tops, side);
+                if (rebuilt == NULL || !PyList_CheckExact(rebuilt)) {
+                    if (rebuilt != NULL) {
+                        PyErr_SetString(PyExc_TypeError, "side_tops must return a list");
+                        Py_DECREF(rebuilt);
+                    }
+                    Py_DECREF(old);
+                    goto error;
+                }
+                Py_SETREF(tops, rebuilt);
+            }
+        }
+        else {
+            continue;
+        }
+        if (track) {
+            int failed = integrate(&window, price, qty, old, t);
+            Py_DECREF(old);
+            if (failed < 0) {
+                goto error;
+            }
+        }
+        else {
+            Py_DECREF(old);
+        }
+    }
+    Py_DECREF(tops);
+    Py_RETURN_NONE;
+error:
+    Py_DECREF(tops);
+    return NULL;
+}
+
+/* ---- parse_lines --------------------------------------------------------------------------- */
+
+static PyObject *k_recv_ns, *k_channel, *k_payload, *k_exchange, *k_collector;
+
+/* The channel (borrowed) of an already validated tag, NULL when the tag is not in `tags`. */
+static PyObject *
+known_channel(PyObject *tags, const char *tag, Py_ssize_t size)
+{
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(tags, &pos, &key, &value)) {
+        if (PyBytes_CheckExact(key) && PyBytes_GET_SIZE(key) == size && memcmp(PyBytes_AS_STRING(key), tag, size) == 0) {
+            return value;
+        }
+    }
+    return NULL;
+}
+
+/* RawRecord(recv_ns, channel, payload, exchange, collector), built as its frozen dataclass __init__
+ * does (object.__setattr__ per field). Steals recv_ns and payload. */
+static PyObject *
+new_record(PyTypeObject *type, PyObject *recv_ns, PyObject *channel, PyObject *payload, PyObject *exchange,
+           PyObject *collector)
+{
+    PyObject *record = type->tp_alloc(type, 0);
+    if (record == NULL || PyObject_GenericSetAttr(record, k_recv_ns, recv_ns) < 0 ||
+        PyObject_GenericSetAttr(record, k_channel, channel) < 0 ||
+        PyObject_GenericSetAttr(record, k_payload, payload) < 0 ||
+        PyObject_GenericSetAttr(record, k_exchange, exchange) < 0 ||
+        PyObject_GenericSetAttr(record, k_collector, collector) < 0) {
+        Py_XDECREF(record);
+        record = NULL;
+    }
+    Py_DECREF(recv_ns);
+    Py_DECREF(payload);
+    return record;
+}
+
+/* parse_lines(lines, start, tags, exchange, collector, record_type, records): appends to `records`
+ * the record of each line from `start` on that rawfile.parse_lines takes on its fast path (split in
+ * three at the first two spaces, a validated tag, a receive time of 1-20 ASCII digits, no CR/LF in
+ * the payload), and returns the index of the first line it does not (len(lines) at the end). */
+static PyObject *
+parse_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7 || !PyList_CheckExact(args[0]) || !PyDict_CheckExact(args[2]) || !PyType_Check(args[5]) ||
+        !PyList_CheckExact(args[6])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "parse_lines(lines: list, start, tags: dict, exchange, collector, record_type, records: list)");
+        return NULL;
+    }
+    PyObject *lines = args[0], *tags = args[2], *exchange = args[3], *collector = args[4], *records = args[6];
+    PyTypeObject *type = (PyTypeObject *)args[5];
+    Py_ssize_t i = PyLong_AsSsize_t(args[1]);
+    if (i == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    for (; i >= 0 && i < PyList_GET_SIZE(lines); i++) {
+        PyObject *line = PyList_GET_ITEM(lines, i);
+        if (!PyBytes_CheckExact(line)) {
+            break;
+        }
+        const char *text = PyBytes_AS_STRING(line);
+        Py_ssize_t size = PyBytes_GET_SIZE(line);
+        const char *first = memchr(text, ' ', size);
+        if (first == NULL) {
+            break;
+        }
+        const char *tag = first + 1;
+        const char *second = memchr(tag, ' ', size - (tag - text));
+        if (second == NULL) {
+            break;
+        }
+        Py_ssize_t stamp_size = first - text;
+        if (stamp_size < 1 || stamp_size > 20) {
+            break;
+        }
+        int digits = 1;
+        for (Py_ssize_t k = 0; k < stamp_size; k++) {
+            digits &= text[k] >= '0' && text[k] <= '9';
+        }
+        const char *payload = second + 1;
+        Py_ssize_t payload_size = size - (payload - text);
+        if (!digits || memchr(payload, '\r', payload_size) != NULL || memchr(payload, '\n', payload_size) != NULL) {
+            break;
+        }
+        PyObject *channel = known_channel(tags, tag, second - tag);
+        if (channel == NULL) {
+            break;
+        }
+        char stamp[21];
+        memcpy(stamp, text, stamp_size);
+        stamp[stamp_size] = '\0';
+        PyObject *recv_ns = PyLong_FromString(stamp, NULL, 10);
+        PyObject *body = recv_ns == NULL ? NULL : PyBytes_FromStringAndSize(payload, payload_size);
+        if (body == NULL) {
+            Py_XDECREF(recv_ns);
+            return NULL;
+        }
+        PyObject *record = new_record(type, recv_ns, channel, body, exchange, collector);
+        if (record == NULL || PyList_Append(records, record) < 0) {
+            Py_XDECREF(record);
+            return NULL;
+        }
+        Py_DECREF(record);
+    }
+    return PyLong_FromSsize_t(i);
+}
+
+static PyMethodDef native_methods[] = {
+    {"cached_levels", (PyCFunction)(void (*)(void))cached_levels, METH_FASTCALL,
+     "A depth message's levels through the number caches (fields._cached_levels)."},
+    {"binance_event", (PyCFunction)(void (*)(void))binance_event, METH_FASTCALL,
+     "A well-formed Binance depth update, aggTrade or bookTicker as its event, else NotImplemented."},
+    {"parse_lines", (PyCFunction)(void (*)(void))parse_lines, METH_FASTCALL,
+     "Records of the lines rawfile.parse_lines takes on its fast path, from `start` on."},
+    {"set_levels", (PyCFunction)(void (*)(void))set_levels, METH_FASTCALL,
+     "One side's levels into a Binance-style book (BinanceBook._set_levels)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT, "moonstream._native", "Compiled inner loops (see moonstream/native.py).", -1,
+    native_methods,
+};
+
+static int
+intern_all(void)
+{
+    struct {
+        PyObject **slot;
+        const char *text;
+    } names[] = {
+        {&k_stream, "stream"}, {&k_data, "data"}, {&k_e, "e"}, {&k_s, "s"}, {&k_U, "U"}, {&k_u, "u"},
+        {&k_pu, "pu"}, {&k_E, "E"}, {&k_T, "T"}, {&k_b, "b"}, {&k_a, "a"}, {&k_B, "B"}, {&k_A, "A"},
+        {&k_f, "f"}, {&k_l, "l"}, {&k_p, "p"}, {&k_q, "q"}, {&k_m, "m"}, {&t_depth, "depthUpdate"},
+        {&t_agg, "aggTrade"}, {&t_ticker, "bookTicker"}, {&k_recv_ns, "recv_ns"}, {&k_channel, "channel"},
+        {&k_payload, "payload"}, {&k_exchange, "exchange"}, {&k_collector, "collector"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (*names[i].slot == NULL && (*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+PyMODINIT_FUNC
+PyInit__native(void)
+{
+    if (intern_all() < 0) {
+        return NULL;
+    }
+    return PyModule_Create(&native_module);
+}

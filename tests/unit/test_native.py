@@ -1,0 +1,431 @@
+"""The compiled inner loops (moonstream/_native.c) against the Python code they replace.
+
+Each compiled function must give exactly the Python function's result (the same values, decimal
+exponents included, and the same side effects on the caches, books and window arrays), or hand the
+input back (NotImplemented) before changing anything. The Python paths run with the module switched
+off (``native`` monkeypatched to None). The whole pipeline is compared both ways in
+tests/integration/test_native_pipeline.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import shutil
+import sysconfig
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from moonstream import native as native_switch
+from moonstream.collector.rawfile import RawRecord
+from moonstream.jobs.engines import orderbook, orderbook_binance
+from moonstream.jobs.engines.orderbook import step_orderbook
+from moonstream.jobs.engines.orderbook_binance import BinanceBook
+from moonstream.jobs.normalize import NormalizeStats, binance, fields, normalize_records
+from moonstream.native import native, not_built
+from tests.conftest import shared_file
+from tests.unit.test_orderbook import MINUTE, _dump, _stream, diff, snap
+
+needs_native = pytest.mark.skipif(native is None, reason="moonstream._native is not built (no C compiler?)")
+DATA = Path(__file__).resolve().parents[1] / "data" / "binance"
+
+
+def test_the_extension_is_built_where_a_compiler_is() -> None:
+    """``make install`` compiles the extension on a machine with a C compiler (as CI's); the test
+    suite must not silently measure the Python fallback there."""
+    if os.environ.get(native_switch.ENV_SWITCH) == "0":
+        pytest.skip("MOONSTREAM_NATIVE=0: the compiled loops are switched off")
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) is None:
+        pytest.skip(f"no C compiler ({compiler}): the Python fallback runs")
+    assert native is not None
+
+
+# --- cached_levels --------------------------------------------------------------------------------
+
+
+def _levels_both_ways(raw: Any) -> tuple[Any, Any]:
+    """(compiled, Python) results of ``fields.levels`` on ``raw``, each from the same empty caches,
+    with the caches' contents after each. An exception counts as its type and text."""
+    results = []
+    for use_native in (True, False):
+        fields._POSITIVE.clear()
+        fields._NON_NEGATIVE.clear()
+        compiled = fields._native_levels if use_native else not_built
+        try:
+            found = compiled(raw, fields._POSITIVE, fields._NON_NEGATIVE, *_REMEMBER)
+            if found is NotImplemented:
+                found = fields._cached_levels(raw)
+        except Exception as exc:
+            found = ("raised", type(exc).__name__, str(exc))
+        results.append(
+            (
+                _exact(found),
+                _exact(sorted(fields._POSITIVE.items())),
+                _exact(sorted(fields._NON_NEGATIVE.items())),
+            )
+        )
+    fields._POSITIVE.clear()
+    fields._NON_NEGATIVE.clear()
+    return results[0], results[1]
+
+
+_REMEMBER = (fields._remember_price, fields._remember_qty)
+
+
+def _exact(value: Any) -> Any:
+    """Decimals as their repr (so ``1.50`` and ``1.5`` differ), recursively."""
+    if isinstance(value, Decimal):
+        return repr(value)
+    if isinstance(value, tuple | list):
+        return type(value)(_exact(v) for v in value)
+    return value
+
+
+def _real_depth_levels() -> list[Any]:
+    message = json.loads((DATA / "depth_update.json").read_text())
+    data = message.get("data", message)
+    return [data["b"], data["a"]]
+
+
+@needs_native
+def test_cached_levels_matches_python_on_real_and_odd_levels() -> None:
+    rng = random.Random(5)
+    cases: list[Any] = [*_real_depth_levels(), []]
+    cases += [
+        [["100.5", "1.000"], ["100.50", "0"], ["0.0001", "3"]],  # equal values, other exponents
+        [["100", "1"], ["100", "1"]],  # the same texts twice (cache hits)
+        [["0", "1"]],  # zero price: not cached, None
+        [["-1", "1"]],
+        [["1", "-0.5"]],
+        [["NaN", "1"]],
+        [["1", "Infinity"]],
+        [["1e3", "2E-2"]],
+        [["abc", "1"]],
+        [[1, "1"]],  # a JSON number: left to the full validation (None here)
+        [["1", 1.5]],
+        [["1", "2", "3"]],  # not a pair
+        [["1"]],
+        [[["1"], "2"]],  # unhashable
+        [["1", {"q": 1}]],
+        [("1", "2")],  # tuples unpack too
+        ["12"],  # a 2-character string unpacks in Python: left to Python
+        [None],
+        [["1", "2"], "xy"],
+        [["1", None]],
+    ]
+    for _ in range(200):
+        cases.append(
+            [
+                [
+                    rng.choice([f"{rng.randint(1, 99999) / 100:.2f}", f"{rng.randint(1, 9)}", "0.00", "-3"]),
+                    rng.choice([f"{rng.randint(0, 999) / 1000:.3f}", "0", "0.000", "x", 7]),
+                ]
+                for _ in range(rng.randint(0, 12))
+            ]
+        )
+    for raw in cases:
+        compiled, python = _levels_both_ways(raw)
+        assert compiled == python, raw  # the result, and the entries the caches gained
+
+
+@needs_native
+def test_cached_levels_hands_back_only_shapes_it_does_not_handle() -> None:
+    call = native.cached_levels  # type: ignore[union-attr]
+    args = ({}, {}, *_REMEMBER)
+    assert call(("not", "a list"), *args) is NotImplemented
+    assert call(["12"], *args) is NotImplemented
+    assert call([["1", "2"], None], *args) is NotImplemented
+    assert call([["1", "2"]], *args) == ((Decimal("1"), Decimal("2")),)
+    assert call([["1", "2", "3"]], *args) is None
+
+
+@needs_native
+def test_levels_parse_the_same_through_the_normalizer() -> None:
+    """``fields.levels`` (compiled cache path, then the full validation) names the same errors."""
+    for raw in ([["1", "x"]], [["0", "1"]], [["1"]], [[1, 2]], [["1.5", "2"]]):
+        outcomes = []
+        for use_native in (True, False):
+            fields._POSITIVE.clear()
+            fields._NON_NEGATIVE.clear()
+            saved = fields._native_levels
+            fields._native_levels = saved if use_native else not_built
+            try:
+                outcomes.append(_exact(fields.levels(raw, "b")))
+            except Exception as exc:
+                outcomes.append((type(exc).__name__, str(exc)))
+            finally:
+                fields._native_levels = saved
+        assert outcomes[0] == outcomes[1], raw
+
+
+# --- set_levels -----------------------------------------------------------------------------------
+
+
+def _set_levels_fn(use_native: bool) -> Any:
+    return native.set_levels if use_native and native is not None else not_built
+
+
+def _churn(seed: int, use_native: bool, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """A synced book under random diffs: new bests, deletions of the best prices until the kept
+    best prices run out, levels outside the window's grid, equal quantities with other exponents."""
+    monkeypatch.setattr(orderbook_binance, "_compiled_set_levels", _set_levels_fn(use_native))
+    rng = random.Random(seed)
+    D = Decimal
+    bids = [(f"{1000 - k / 10:.1f}", "1") for k in range(1, 400)]
+    asks = [(f"{1000 + k / 10:.1f}", "1") for k in range(1, 400)]
+    state: dict[str, Any] = {}
+    events: list[Any] = [snap(10, 0.0, bids, asks), diff(9, 11, 8, 0.1)]
+    dumps = []
+    u = 11
+    model = {D(p): D(q) for p, q in bids}  # the bids the book holds
+    for minute in range(3):
+        for k in range(250):
+            t_s = minute * 60 + k * 0.2
+
+            def side(center: int, sign: int) -> list[tuple[str, str]]:
+                out = []
+                for _ in range(rng.randint(0, 10)):
+                    offset = rng.choice([rng.randint(1, 30), rng.randint(1, 3000)])
+                    price = D(center + sign * offset) / 10
+                    out.append((str(price), rng.choice(["0", "0", "1", "1.0", "2.50", "0.001"])))
+                return out
+
+            if k % 50 == 25:
+                # the best 2 x TOPS_KEPT bids deleted, then a deep one added: the kept best prices
+                # run out within the message and are rebuilt before the next level
+                best = sorted(model, reverse=True)[: 2 * orderbook_binance.TOPS_KEPT]
+                b = [(str(p), "0") for p in best] + [("500.0", "1"), *side(10000, -1)]
+            else:
+                b = side(10000, -1)
+            for p, q in b:
+                if D(q):
+                    model[D(p)] = D(q)
+                else:
+                    model.pop(D(p), None)
+            events.append(diff(u + 1, u + 2, u, t_s, b, side(10000, 1)))
+            u += 2
+        state, out = step_orderbook(state, events, "BTC", MINUTE + minute)
+        events = []
+        dumps.append(_dump(state, out))
+        kept = orderbook._kept.get("BTC")
+        if kept is not None:
+            dumps.append(
+                _exact([[list(side.items()) for side in sides] for *_, sides in kept.levels.values()])
+            )
+    return dumps
+
+
+@needs_native
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_set_levels_gives_the_python_books_frames_and_states(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    orderbook.clear_kept_books()
+    compiled = _churn(seed, True, monkeypatch)
+    orderbook.clear_kept_books()
+    python = _churn(seed, False, monkeypatch)
+    orderbook.clear_kept_books()
+    assert compiled == python
+
+
+@needs_native
+@pytest.mark.parametrize("exchanges", [("binance",), ("binance", "bybit", "okx")])
+def test_orderbook_steps_are_identical_without_the_extension(
+    exchanges: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order-book tests' random traffic (gaps, resyncs, long decimals that round)."""
+    stream = _stream(11, exchanges)
+    results = []
+    for use_native in (True, False):
+        monkeypatch.setattr(orderbook_binance, "_compiled_set_levels", _set_levels_fn(use_native))
+        orderbook.clear_kept_books()
+        state: dict[str, Any] = {}
+        dumps = []
+        for m, events in enumerate(stream):
+            state, out = step_orderbook(state, events, "BTC", MINUTE + m)
+            dumps.append(_dump(state, out))
+        results.append(dumps)
+    orderbook.clear_kept_books()
+    assert results[0] == results[1]
+
+
+@needs_native
+def test_set_levels_hands_back_shapes_it_does_not_handle() -> None:
+    """A list of levels, or a level that is a list, goes to the Python loop untouched."""
+    book = BinanceBook("BTC")
+    zero = Decimal(0)
+    args = (0, 1, None, orderbook_binance.index_miss, book._side_tops, 128, zero)
+    call = native.set_levels  # type: ignore[union-attr]
+    assert call(book.bids, [], [(Decimal(1), Decimal(1))], *args) is NotImplemented
+    assert call(book.bids, [], ((Decimal(1), Decimal(1)), [Decimal(2), Decimal(1)]), *args) is NotImplemented
+    assert book.bids == {}
+    tops: list[Decimal] = []
+    assert call(book.bids, tops, ((Decimal(1), Decimal(1)), (Decimal(2), Decimal(0))), *args) is None
+    assert book.bids == {Decimal(1): Decimal(1)} and tops == [Decimal(1)]
+
+
+# --- binance_event --------------------------------------------------------------------------------
+
+_ODD_VALUES: list[Any] = [None, True, False, -1, 0, 2**70, 1.5, "1", "0", "-1", "NaN", "abc", "", [], {}]
+_FIXTURES = {
+    "ws:depth": "depth_update.json",
+    "ws:bookTicker": "book_ticker.json",
+    "ws:aggTrade": "agg_trade.json",
+}
+
+
+def _event_or_error(record: RawRecord, symbol: str, use_native: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
+    fn = native.binance_event if use_native and native is not None else not_built
+    monkeypatch.setattr(binance, "_binance_event", fn)
+    try:
+        return [
+            _exact([(f.name, getattr(e, f.name)) for f in dataclasses.fields(e)])
+            for e in binance.normalize(record, symbol)
+        ]
+    except Exception as exc:
+        return (type(exc).__name__, str(exc))
+
+
+def _variants(message: dict[str, Any]) -> list[Any]:
+    """The message, and copies with each field of its event object missing or replaced by an odd
+    value, the envelope removed or broken."""
+    data = message["data"]
+    out: list[Any] = [message, data, {"stream": message["stream"]}, {"data": data}, [message], "text", None]
+    out.append({"stream": message["stream"], "data": [data]})
+    for key in data:
+        out.append({**message, "data": {k: v for k, v in data.items() if k != key}})
+        for value in _ODD_VALUES:
+            out.append({**message, "data": {**data, key: value}})
+    out.append({**message, "data": {**data, "s": "ETHUSDT"}})
+    return out
+
+
+@needs_native
+@pytest.mark.parametrize("channel", sorted(_FIXTURES))
+def test_binance_event_matches_the_python_parsers(channel: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fixture message and every broken variant give the Python parser's event or its error."""
+    message = json.loads((DATA / _FIXTURES[channel]).read_text())
+    symbol = message["data"]["s"].removesuffix("USDT")
+    variants = _variants(message)
+    parsed = 0
+    for variant in variants:
+        record = RawRecord(1, channel, json.dumps(variant).encode(), "binance", "test")
+        for _ in range(2):  # the first call fills the symbol's instrument (the fast path needs it)
+            compiled = _event_or_error(record, symbol, True, monkeypatch)
+        python = _event_or_error(record, symbol, False, monkeypatch)
+        assert compiled == python, variant
+        parsed += isinstance(python, list)
+    assert 3 < parsed < len(variants) - 20  # both outcomes were exercised
+
+
+@needs_native
+def test_binance_event_parses_well_formed_messages_itself() -> None:
+    """The fixtures take the compiled path (a hand-back would make the comparison above vacuous)."""
+    for channel, name in _FIXTURES.items():
+        message = json.loads((DATA / name).read_text())
+        symbol = message["data"]["s"].removesuffix("USDT")
+        kind = binance._FAST_KINDS[channel]
+        record = RawRecord(1, channel, json.dumps(message).encode(), "binance", "test")
+        binance.normalize(record, symbol)  # fills the instrument
+        event = native.binance_event(  # type: ignore[union-attr]
+            kind, message, symbol, binance._INSTRUMENTS[symbol], 1, binance._FAST_CONTEXT
+        )
+        assert event is not NotImplemented and event == binance.normalize(record, symbol)[0]
+
+
+@pytest.mark.shared_data
+@needs_native
+def test_real_recordings_normalize_identically_without_the_extension(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real hftbacktest day of BTC (depth @0ms, trades, bookTickers) through normalize_records."""
+    from tests.unit.test_normalize_binance import _hftbacktest_records
+
+    records = _hftbacktest_records(shared_file("hftbacktest-binance-usdm/btcusdt_20240718.gz"), 1)
+    dumps = []
+    for use_native in (True, False):
+        monkeypatch.setattr(binance, "_binance_event", native.binance_event if use_native else not_built)  # type: ignore[union-attr]
+        monkeypatch.setattr(fields, "_native_levels", native.cached_levels if use_native else not_built)  # type: ignore[union-attr]
+        stats = NormalizeStats()
+        events = normalize_records(records, "BTC", stats)
+        dumps.append(([repr(e) for e in events], stats.as_dict()))
+    assert len(dumps[0][0]) > 10_000
+    assert dumps[0] == dumps[1]
+
+
+# --- parse_lines ----------------------------------------------------------------------------------
+
+
+def _odd_lines(rng: random.Random) -> list[Any]:
+    good = [
+        b'1721347021080832061 ws:depth {"stream":"btcusdt@depth@0ms","data":{}}',
+        b'1721347021080832062 ws:bookTicker {"u":1, "s": "a b"}',
+        b"0001 ws:aggTrade x",
+        b"12345678901234567890 ws:depth y",  # 20 digits: above 2**64, still an int
+        b"5 ws:depth ",  # empty payload
+    ]
+    odd = [
+        b"",
+        b"123",
+        b"123 ws:depth",
+        b"123456789012345678901 ws:depth x",  # 21 digits
+        b"-1 ws:depth x",
+        b"+1 ws:depth x",
+        b"1.5 ws:depth x",
+        b"\xd9\xa3 ws:depth x",  # not ASCII digits
+        b"12  ws:depth x",  # two spaces: an empty tag
+        b"12 ws:depth x\ry",
+        b"12 ws:depth x\ny",
+        b"12 ws:Depth x",
+        b"12 w\xffs x",
+        b"12 conn:open {}",
+        b"12 rest:oi {}",
+        "12 ws:depth str",
+        bytearray(b"12 ws:depth x"),
+    ]
+    return [rng.choice(good + odd) for _ in range(rng.randint(0, 60))]
+
+
+@needs_native
+def test_parse_lines_matches_python_on_real_and_odd_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    from moonstream.collector import rawfile
+
+    rng = random.Random(9)
+    real = (DATA / "hftbacktest_btcusdt_20240718_ns.txt").read_bytes().splitlines()
+    cases = [[b"%d ws:depth %s" % (1_721_347_021_000_000_000 + k, line) for k, line in enumerate(real)]]
+    cases += [_odd_lines(rng) for _ in range(300)]
+    fast_lines = 0
+    for lines in cases:
+        results = []
+        for use_native in (True, False):
+            fn = native.parse_lines if use_native else not_built  # type: ignore[union-attr]
+            monkeypatch.setattr(rawfile, "_compiled_parse_lines", fn)
+            try:
+                records, malformed = rawfile.parse_lines(lines, "binance", "c1")
+                results.append(([(type(r.recv_ns), *dataclasses.astuple(r)) for r in records], malformed))
+            except Exception as exc:
+                results.append((type(exc).__name__, str(exc)))
+        assert results[0] == results[1], lines
+        fast_lines += len(results[0][0])
+    assert fast_lines > 1000
+
+
+@needs_native
+def test_parse_lines_hands_back_the_first_line_it_does_not_take() -> None:
+    from moonstream.collector.rawfile import RawRecord
+
+    records: list[Any] = []
+    tags = {b"ws:depth": "ws:depth"}
+    lines = [b"1 ws:depth a", b"2 ws:depth b", b"3 ws:other c", b"4 ws:depth d"]
+    call = native.parse_lines  # type: ignore[union-attr]
+    assert call(lines, 0, tags, "binance", "c1", RawRecord, records) == 2
+    assert records == [
+        RawRecord(1, "ws:depth", b"a", "binance", "c1"),
+        RawRecord(2, "ws:depth", b"b", "binance", "c1"),
+    ]
+    assert call(lines, 3, tags, "binance", "c1", RawRecord, records) == 4
+    assert records[-1] == RawRecord(4, "ws:depth", b"d", "binance", "c1")
