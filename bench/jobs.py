@@ -11,7 +11,8 @@ On a simulated market (BTC, ETH, SOL; default rates, depth@100ms) in a temporary
 * ``backfill``: a backfill of the same minutes with one worker process per symbol (three processes on
   this machine's two cores), as symbol-minutes per second, extrapolated to 24 h x 3 symbols, and as a
   ratio to the time needed just to decompress and JSON-parse the same raw files in one process, with
-  the JSON parser the normalizers use (orjson; the standard library's ``json`` is shown beside it).
+  the JSON parser the normalizers use (orjson; the standard library's ``json`` is shown beside it),
+  and to the least any reader must do (decompress, split lines, parse each payload: ``minimal``).
   The same comparison in CPU time (the workers' user + system seconds per symbol-minute against the
   parse's) is steadier on a shared host: wall-clock ratio ~ CPU ratio / 2 on two busy cores.
   Starting the workers is measured on a one-minute backfill and counted once: the ``steady``
@@ -38,7 +39,7 @@ from typing import Any
 import orjson
 
 from moonstream.collector.config import CollectorConfig
-from moonstream.collector.rawfile import ReadReport, read_minute
+from moonstream.collector.rawfile import ReadReport, decompress_minute, read_minute
 from moonstream.jobs.backfill import backfill
 from moonstream.jobs.config import JobConfig
 from moonstream.jobs.minute import JobContext, calibrate_if_window_end, run_minute
@@ -70,6 +71,18 @@ def read_and_parse_seconds(
                 loads(record.payload)
                 records += 1
     return time.perf_counter() - started, time.process_time() - cpu_started, records
+
+
+def minimal_parse_seconds(root: Path, minutes: int) -> float:
+    """Wall seconds for the least any reader must do: read each minute file, decompress it, split
+    its lines and JSON-parse each payload (no records, no ordering, no checks)."""
+    store = open_store(str(root / "data"))
+    keys = [key for key in store.list("raw/") if key.endswith(".zst")]
+    started = time.perf_counter()
+    for key in keys:
+        for line in decompress_minute(store.read(key).data).split(b"\n")[:-1]:
+            orjson.loads(line.split(b" ", 2)[2])
+    return time.perf_counter() - started
 
 
 def children_cpu_seconds() -> float:
@@ -124,6 +137,7 @@ def throughput(root: Path, minutes: int) -> dict[str, Any]:
     settle()
     parse_s, parse_cpu_s, records = read_and_parse_seconds(root, minutes, orjson.loads)
     stdlib_parse_s, _, _ = read_and_parse_seconds(root, minutes, json.loads)
+    minimal_parse_s = minimal_parse_seconds(root, minutes)
     workers = len(SYMBOLS)
     # Starting the worker processes costs the same whatever the range: measured on one minute, so
     # the extrapolation to a day counts it once.
@@ -159,6 +173,8 @@ def throughput(root: Path, minutes: int) -> dict[str, Any]:
         "ratio_to_decompress_and_parse": round(wall / parse_s, 2),
         "steady_ratio_to_decompress_and_parse": round(per_minute / parse_per_minute, 2),
         "steady_ratio_to_decompress_and_stdlib_json_parse": round(per_minute / (stdlib_parse_s / minutes), 2),
+        "minimal_decompress_split_and_parse_s": round(minimal_parse_s, 2),
+        "steady_ratio_to_minimal_parse": round(per_minute / (minimal_parse_s / minutes), 2),
     }
 
 

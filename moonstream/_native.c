@@ -3,8 +3,8 @@
  * moonstream/native.py and tests/unit/test_native.py).
  *
  *   cached_levels  moonstream.jobs.normalize.fields._cached_levels   (a depth message's levels)
- *   binance_event  moonstream.jobs.normalize.binance: parse_depth_update, parse_agg_trade and
- *                  parse_book_ticker for a well-formed message (anything else: NotImplemented,
+ *   binance_event  moonstream.jobs.normalize.binance: parse_depth_update, parse_agg_trade,
+ *                  parse_book_ticker and parse_trade for a well-formed message (anything else: NotImplemented,
  *                  and the Python parser names the error)
  *   set_levels     moonstream.jobs.engines.orderbook_binance.BinanceBook._set_levels
  *   parse_lines    moonstream.collector.rawfile.parse_lines: the lines of already validated tags
@@ -131,7 +131,8 @@ cached_levels(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 /* Interned keys and event type names, made at import. */
 static PyObject *k_stream, *k_data, *k_e, *k_s, *k_U, *k_u, *k_pu, *k_E, *k_T, *k_b, *k_a, *k_B, *k_A;
-static PyObject *k_f, *k_l, *k_p, *k_q, *k_m, *t_depth, *t_agg, *t_ticker;
+static PyObject *k_f, *k_l, *k_p, *k_q, *k_m, *k_t, *k_X, *t_depth, *t_agg, *t_ticker, *t_trade;
+static PyObject *insurance_fund;
 
 /* What binance_event needs from the Python module, built once there (BinanceContext). */
 enum {
@@ -299,6 +300,42 @@ done:
 }
 
 static PyObject *
+trade(PyObject *data, PyObject *symbol, PyObject *recv_ns, PyObject *const *ctx)
+{
+    PyObject *ts_ns = ms_to_ns(field(data, k_T), ctx);
+    PyObject *trade_id = non_negative_int(field(data, k_t));
+    PyObject *price = NULL, *qty = NULL, *event = NULL;
+    if (ts_ns == NULL || trade_id == NULL) {
+        goto done;
+    }
+    price = cached_decimal(field(data, k_p), ctx[CTX_POSITIVE], ctx[CTX_REMEMBER_PRICE]);
+    qty = price == NULL ? NULL : cached_decimal(field(data, k_q), ctx[CTX_POSITIVE], ctx[CTX_REMEMBER_PRICE]);
+    PyObject *maker = field(data, k_m);
+    if (qty == NULL || (maker != Py_True && maker != Py_False)) {
+        goto done;
+    }
+    PyObject *taker = maker == Py_True ? ctx[CTX_TAKER_SELL] : ctx[CTX_TAKER_BUY];
+    PyObject *kind = field(data, k_X); /* data.get("X") == "INSURANCE_FUND" */
+    PyObject *fund = Py_False;
+    if (kind != NULL && PyUnicode_CheckExact(kind) && PyUnicode_Compare(kind, insurance_fund) == 0) {
+        fund = Py_True;
+    }
+    else if (kind != NULL && !PyUnicode_CheckExact(kind) && kind != Py_None && !PyLong_CheckExact(kind) &&
+             !PyFloat_CheckExact(kind) && !PyBool_Check(kind) && !PyList_CheckExact(kind) &&
+             !PyDict_CheckExact(kind)) {
+        goto done; /* not a JSON value: let Python compare it */
+    }
+    PyObject *args[12] = {ctx[CTX_EXCHANGE], symbol, recv_ns, ts_ns, trade_id, price, qty, taker,
+                          Py_False, Py_None, Py_None, fund};
+    event = PyObject_Vectorcall(ctx[CTX_NEW_TRADE], args, 12, NULL);
+done:
+    Py_XDECREF(ts_ns);
+    Py_XDECREF(price);
+    Py_XDECREF(qty);
+    return event;
+}
+
+static PyObject *
 book_ticker(PyObject *data, PyObject *symbol, PyObject *recv_ns, PyObject *const *ctx)
 {
     PyObject *stamp = field(data, k_E);
@@ -333,7 +370,7 @@ done:
 }
 
 /* binance_event(kind, msg, symbol, instrument, recv_ns, context): the event the Python parser of
- * `kind` (0 depth update, 1 aggTrade, 2 bookTicker) returns for `msg`, or NotImplemented for
+ * `kind` (0 depth update, 1 aggTrade, 2 bookTicker, 3 trade) returns for `msg`, or NotImplemented for
  * anything that is not a well-formed message of that kind (the Python parser then raises). */
 static PyObject *
 binance_event(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -348,7 +385,7 @@ binance_event(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *msg = args[1], *symbol = args[2], *instrument = args[3], *recv_ns = args[4];
     PyObject *const *ctx = &PyTuple_GET_ITEM(args[5], 0);
-    PyObject *expected = kind == 0 ? t_depth : kind == 1 ? t_agg : t_ticker;
+    PyObject *expected = kind == 0 ? t_depth : kind == 1 ? t_agg : kind == 2 ? t_ticker : t_trade;
     PyObject *data = event_object(msg, expected);
     PyObject *name = data == NULL ? NULL : field(data, k_s);
     PyObject *event = NULL;
@@ -357,7 +394,8 @@ binance_event(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_INCREF(data); /* the callbacks below could in theory change msg */
         event = kind == 0   ? depth_update(data, symbol, recv_ns, ctx)
                 : kind == 1 ? agg_trade(data, symbol, recv_ns, ctx)
-                            : book_ticker(data, symbol, recv_ns, ctx);
+                : kind == 2 ? book_ticker(data, symbol, recv_ns, ctx)
+                            : trade(data, symbol, recv_ns, ctx);
         Py_DECREF(data);
     }
     if (event != NULL) {
@@ -881,7 +919,7 @@ static PyMethodDef native_methods[] = {
     {"cached_levels", (PyCFunction)(void (*)(void))cached_levels, METH_FASTCALL,
      "A depth message's levels through the number caches (fields._cached_levels)."},
     {"binance_event", (PyCFunction)(void (*)(void))binance_event, METH_FASTCALL,
-     "A well-formed Binance depth update, aggTrade or bookTicker as its event, else NotImplemented."},
+     "A well-formed Binance depth update, aggTrade, bookTicker or trade as its event, else NotImplemented."},
     {"parse_lines", (PyCFunction)(void (*)(void))parse_lines, METH_FASTCALL,
      "Records of the lines rawfile.parse_lines takes on its fast path, from `start` on."},
     {"set_levels", (PyCFunction)(void (*)(void))set_levels, METH_FASTCALL,
@@ -904,7 +942,8 @@ intern_all(void)
         {&k_stream, "stream"}, {&k_data, "data"}, {&k_e, "e"}, {&k_s, "s"}, {&k_U, "U"}, {&k_u, "u"},
         {&k_pu, "pu"}, {&k_E, "E"}, {&k_T, "T"}, {&k_b, "b"}, {&k_a, "a"}, {&k_B, "B"}, {&k_A, "A"},
         {&k_f, "f"}, {&k_l, "l"}, {&k_p, "p"}, {&k_q, "q"}, {&k_m, "m"}, {&t_depth, "depthUpdate"},
-        {&t_agg, "aggTrade"}, {&t_ticker, "bookTicker"}, {&k_recv_ns, "recv_ns"}, {&k_channel, "channel"},
+        {&t_agg, "aggTrade"}, {&t_ticker, "bookTicker"}, {&t_trade, "trade"}, {&k_t, "t"}, {&k_X, "X"},
+        {&insurance_fund, "INSURANCE_FUND"}, {&k_recv_ns, "recv_ns"}, {&k_channel, "channel"},
         {&k_payload, "payload"}, {&k_exchange, "exchange"}, {&k_collector, "collector"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {

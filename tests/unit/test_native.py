@@ -273,11 +273,13 @@ def test_set_levels_hands_back_shapes_it_does_not_handle() -> None:
 # --- binance_event --------------------------------------------------------------------------------
 
 _ODD_VALUES: list[Any] = [None, True, False, -1, 0, 2**70, 1.5, "1", "0", "-1", "NaN", "abc", "", [], {}]
-_FIXTURES = {
-    "ws:depth": "depth_update.json",
-    "ws:bookTicker": "book_ticker.json",
-    "ws:aggTrade": "agg_trade.json",
-}
+_FIXTURES = [  # (channel, one real message)
+    ("ws:depth", "depth_update.json"),
+    ("ws:bookTicker", "book_ticker.json"),
+    ("ws:aggTrade", "agg_trade.json"),
+    ("ws:trade", "trade.json"),
+    ("ws:trade", "trade_insurance_fund.json"),
+]
 
 
 def _event_or_error(record: RawRecord, symbol: str, use_native: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
@@ -307,10 +309,12 @@ def _variants(message: dict[str, Any]) -> list[Any]:
 
 
 @needs_native
-@pytest.mark.parametrize("channel", sorted(_FIXTURES))
-def test_binance_event_matches_the_python_parsers(channel: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("channel", "name"), _FIXTURES)
+def test_binance_event_matches_the_python_parsers(
+    channel: str, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The fixture message and every broken variant give the Python parser's event or its error."""
-    message = json.loads((DATA / _FIXTURES[channel]).read_text())
+    message = json.loads((DATA / name).read_text())
     symbol = message["data"]["s"].removesuffix("USDT")
     variants = _variants(message)
     parsed = 0
@@ -327,7 +331,7 @@ def test_binance_event_matches_the_python_parsers(channel: str, monkeypatch: pyt
 @needs_native
 def test_binance_event_parses_well_formed_messages_itself() -> None:
     """The fixtures take the compiled path (a hand-back would make the comparison above vacuous)."""
-    for channel, name in _FIXTURES.items():
+    for channel, name in _FIXTURES:
         message = json.loads((DATA / name).read_text())
         symbol = message["data"]["s"].removesuffix("USDT")
         kind = binance._FAST_KINDS[channel]

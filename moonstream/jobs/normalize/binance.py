@@ -562,7 +562,9 @@ def _dispatch(record: RawRecord, symbol: str, channel: str) -> list[Event]:
     raise UnknownChannel(f"unknown channel {_short(channel)}")
 
 
-_FAST_KINDS: dict[str, int] = {} if native is None else {"ws:depth": 0, "ws:aggTrade": 1, "ws:bookTicker": 2}
+_FAST_KINDS: dict[str, int] = (
+    {} if native is None else {"ws:depth": 0, "ws:aggTrade": 1, "ws:bookTicker": 2, "ws:trade": 3}
+)
 """Channels ``binance_event`` in moonstream/_native.c parses (its ``kind``), when it is built."""
 _binance_event = compiled("binance_event")
 _FAST_CONTEXT = (
@@ -578,7 +580,7 @@ _FAST_CONTEXT = (
 
 
 def _parse(parser: _JsonParser, channel: str, msg: Any, symbol: str, recv_ns: int) -> Event:
-    """``parser(msg, symbol, recv_ns)``; a well-formed depth update, aggTrade or bookTicker is
+    """``parser(msg, symbol, recv_ns)``; a well-formed depth update, aggTrade, bookTicker or trade is
     parsed by the compiled ``binance_event`` when built (the same event: tests/unit/test_native.py)."""
     kind = _FAST_KINDS.get(channel)
     if kind is not None:
