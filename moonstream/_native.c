@@ -4,8 +4,8 @@
  *
  *   cached_levels  moonstream.jobs.normalize.fields._cached_levels   (a depth message's levels)
  *   binance_event  moonstream.jobs.normalize.binance: parse_depth_update, parse_agg_trade,
- *                  parse_book_ticker and parse_trade for a well-formed message (anything else: NotImplemented,
- *                  and the Python parser names the error)
+ *                  parse_book_ticker and parse_trade for a well-formed message (anything else:
+ *                  NotImplemented, and the Python parser names the error)
  *   set_levels     moonstream.jobs.engines.orderbook_binance.BinanceBook._set_levels
  *   parse_lines    moonstream.collector.rawfile.parse_lines: the lines of already validated tags
  *
@@ -57,7 +57,8 @@ static PyObject *
 cached_levels(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "cached_levels(raw, positive, non_negative, remember_price, remember_qty)");
+        PyErr_SetString(PyExc_TypeError,
+                        "cached_levels(raw, positive, non_negative, remember_price, remember_qty)");
         return NULL;
     }
     PyObject *raw = args[0], *positive = args[1], *non_negative = args[2];
@@ -268,6 +269,29 @@ done:
     return event;
 }
 
+/* Trade(...) of a trade or aggTrade from its price `p`, size `q` and maker flag `m` (in that order,
+ * as the Python parsers read them) and the fields the caller read: a new reference, or NULL (maybe
+ * with an error) for the Python parser to handle. */
+static PyObject *
+new_trade(PyObject *data, PyObject *symbol, PyObject *recv_ns, PyObject *const *ctx, PyObject *ts_ns,
+          PyObject *trade_id, PyObject *aggregated, PyObject *first, PyObject *last, PyObject *fund)
+{
+    PyObject *event = NULL;
+    PyObject *positive = ctx[CTX_POSITIVE], *remember = ctx[CTX_REMEMBER_PRICE]; /* sizes > 0 too */
+    PyObject *price = cached_decimal(field(data, k_p), positive, remember);
+    PyObject *qty = price == NULL ? NULL : cached_decimal(field(data, k_q), positive, remember);
+    PyObject *maker = field(data, k_m);
+    if (qty != NULL && (maker == Py_True || maker == Py_False)) {
+        PyObject *taker = maker == Py_True ? ctx[CTX_TAKER_SELL] : ctx[CTX_TAKER_BUY];
+        PyObject *args[12] = {ctx[CTX_EXCHANGE], symbol, recv_ns, ts_ns, trade_id, price, qty, taker,
+                              aggregated, first, last, fund};
+        event = PyObject_Vectorcall(ctx[CTX_NEW_TRADE], args, 12, NULL);
+    }
+    Py_XDECREF(price);
+    Py_XDECREF(qty);
+    return event;
+}
+
 static PyObject *
 agg_trade(PyObject *data, PyObject *symbol, PyObject *recv_ns, PyObject *const *ctx)
 {
@@ -278,60 +302,34 @@ agg_trade(PyObject *data, PyObject *symbol, PyObject *recv_ns, PyObject *const *
     }
     PyObject *ts_ns = ms_to_ns(field(data, k_T), ctx);
     PyObject *trade_id = non_negative_int(field(data, k_a));
-    PyObject *price = NULL, *qty = NULL, *event = NULL;
-    if (ts_ns == NULL || trade_id == NULL) {
-        goto done;
+    PyObject *event = NULL;
+    if (ts_ns != NULL && trade_id != NULL) {
+        event = new_trade(data, symbol, recv_ns, ctx, ts_ns, trade_id, Py_True, first, last, Py_False);
     }
-    price = cached_decimal(field(data, k_p), ctx[CTX_POSITIVE], ctx[CTX_REMEMBER_PRICE]);
-    qty = price == NULL ? NULL : cached_decimal(field(data, k_q), ctx[CTX_POSITIVE], ctx[CTX_REMEMBER_PRICE]);
-    PyObject *maker = field(data, k_m);
-    if (qty == NULL || (maker != Py_True && maker != Py_False)) {
-        goto done;
-    }
-    PyObject *taker = maker == Py_True ? ctx[CTX_TAKER_SELL] : ctx[CTX_TAKER_BUY];
-    PyObject *args[12] = {ctx[CTX_EXCHANGE], symbol, recv_ns, ts_ns, trade_id, price, qty, taker,
-                          Py_True, first, last, Py_False};
-    event = PyObject_Vectorcall(ctx[CTX_NEW_TRADE], args, 12, NULL);
-done:
     Py_XDECREF(ts_ns);
-    Py_XDECREF(price);
-    Py_XDECREF(qty);
     return event;
 }
 
 static PyObject *
 trade(PyObject *data, PyObject *symbol, PyObject *recv_ns, PyObject *const *ctx)
 {
+    /* data.get("X") == "INSURANCE_FUND", for any JSON value of X (anything else: Python compares) */
+    PyObject *kind = field(data, k_X);
+    PyObject *fund = Py_False;
+    if (kind != NULL && PyUnicode_CheckExact(kind)) {
+        fund = PyUnicode_Compare(kind, insurance_fund) == 0 ? Py_True : Py_False;
+    }
+    else if (kind != NULL && kind != Py_None && !PyLong_CheckExact(kind) && !PyFloat_CheckExact(kind) &&
+             !PyBool_Check(kind) && !PyList_CheckExact(kind) && !PyDict_CheckExact(kind)) {
+        return NULL;
+    }
     PyObject *ts_ns = ms_to_ns(field(data, k_T), ctx);
     PyObject *trade_id = non_negative_int(field(data, k_t));
-    PyObject *price = NULL, *qty = NULL, *event = NULL;
-    if (ts_ns == NULL || trade_id == NULL) {
-        goto done;
+    PyObject *event = NULL;
+    if (ts_ns != NULL && trade_id != NULL) {
+        event = new_trade(data, symbol, recv_ns, ctx, ts_ns, trade_id, Py_False, Py_None, Py_None, fund);
     }
-    price = cached_decimal(field(data, k_p), ctx[CTX_POSITIVE], ctx[CTX_REMEMBER_PRICE]);
-    qty = price == NULL ? NULL : cached_decimal(field(data, k_q), ctx[CTX_POSITIVE], ctx[CTX_REMEMBER_PRICE]);
-    PyObject *maker = field(data, k_m);
-    if (qty == NULL || (maker != Py_True && maker != Py_False)) {
-        goto done;
-    }
-    PyObject *taker = maker == Py_True ? ctx[CTX_TAKER_SELL] : ctx[CTX_TAKER_BUY];
-    PyObject *kind = field(data, k_X); /* data.get("X") == "INSURANCE_FUND" */
-    PyObject *fund = Py_False;
-    if (kind != NULL && PyUnicode_CheckExact(kind) && PyUnicode_Compare(kind, insurance_fund) == 0) {
-        fund = Py_True;
-    }
-    else if (kind != NULL && !PyUnicode_CheckExact(kind) && kind != Py_None && !PyLong_CheckExact(kind) &&
-             !PyFloat_CheckExact(kind) && !PyBool_Check(kind) && !PyList_CheckExact(kind) &&
-             !PyDict_CheckExact(kind)) {
-        goto done; /* not a JSON value: let Python compare it */
-    }
-    PyObject *args[12] = {ctx[CTX_EXCHANGE], symbol, recv_ns, ts_ns, trade_id, price, qty, taker,
-                          Py_False, Py_None, Py_None, fund};
-    event = PyObject_Vectorcall(ctx[CTX_NEW_TRADE], args, 12, NULL);
-done:
     Py_XDECREF(ts_ns);
-    Py_XDECREF(price);
-    Py_XDECREF(qty);
     return event;
 }
 
@@ -691,7 +689,8 @@ set_levels(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 10) {
         PyErr_SetString(PyExc_TypeError,
-                        "set_levels(book, tops, levels, side, t, arrays, index_miss, side_tops, tops_kept, zero)");
+                        "set_levels(book, tops, levels, side, t, arrays, index_miss, side_tops, "
+                        "tops_kept, zero)");
         return NULL;
     }
     PyObject *book = args[0], *tops = args[1], *levels = args[2], *side = args[3], *t = args[4];
@@ -817,7 +816,8 @@ known_channel(PyObject *tags, const char *tag, Py_ssize_t size)
     Py_ssize_t pos = 0;
     PyObject *key, *value;
     while (PyDict_Next(tags, &pos, &key, &value)) {
-        if (PyBytes_CheckExact(key) && PyBytes_GET_SIZE(key) == size && memcmp(PyBytes_AS_STRING(key), tag, size) == 0) {
+        if (PyBytes_CheckExact(key) && PyBytes_GET_SIZE(key) == size &&
+            memcmp(PyBytes_AS_STRING(key), tag, size) == 0) {
             return value;
         }
     }
@@ -854,7 +854,8 @@ parse_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (nargs != 7 || !PyList_CheckExact(args[0]) || !PyDict_CheckExact(args[2]) || !PyType_Check(args[5]) ||
         !PyList_CheckExact(args[6])) {
         PyErr_SetString(PyExc_TypeError,
-                        "parse_lines(lines: list, start, tags: dict, exchange, collector, record_type, records: list)");
+                        "parse_lines(lines: list, start, tags: dict, exchange, collector, record_type, "
+                        "records: list)");
         return NULL;
     }
     PyObject *lines = args[0], *tags = args[2], *exchange = args[3], *collector = args[4], *records = args[6];
@@ -889,7 +890,8 @@ parse_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         const char *payload = second + 1;
         Py_ssize_t payload_size = size - (payload - text);
-        if (!digits || memchr(payload, '\r', payload_size) != NULL || memchr(payload, '\n', payload_size) != NULL) {
+        if (!digits || memchr(payload, '\r', payload_size) != NULL ||
+            memchr(payload, '\n', payload_size) != NULL) {
             break;
         }
         PyObject *channel = known_channel(tags, tag, second - tag);

@@ -40,6 +40,34 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, *args], check=True, capture_output=True, text=True, timeout=300)
 
 
+def _backfill_cli(data: Path, site: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``moonstream backfill`` of the simulated range, in a subprocess (``env`` added to ours)."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "moonstream.cli",
+            "backfill",
+            "--symbols",
+            ",".join(SYMBOLS),
+            "--from",
+            START,
+            "--to",
+            "2024-03-05T12:01",
+            "--data",
+            str(data),
+            "--site",
+            str(site),
+            "--no-progress",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
+    )
+
+
 def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -136,22 +164,7 @@ def test_backfill_publishes_exactly_the_pushed_liquidations(
     data, report = simulated
     site = tmp_path / "site"
     last = parse_minute(START) + MINUTES - 1
-    done = _run(
-        "-m",
-        "moonstream.cli",
-        "backfill",
-        "--symbols",
-        ",".join(SYMBOLS),
-        "--from",
-        START,
-        "--to",
-        "2024-03-05T12:01",
-        "--data",
-        str(data),
-        "--site",
-        str(site),
-        "--no-progress",
-    )
+    done = _backfill_cli(data, site)
     assert " 0 normalize errors" in done.stderr
     assert "missing exchange-minutes none" in done.stderr
     store = open_store(str(data))
@@ -222,30 +235,7 @@ def test_backfill_without_the_compiled_loops_publishes_the_same_bytes(
     for switch in ("1", "0"):
         root = tmp_path / f"native-{switch}"
         shutil.copytree(data / "raw", root / "data" / "raw")
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "moonstream.cli",
-                "backfill",
-                "--symbols",
-                ",".join(SYMBOLS),
-                "--from",
-                START,
-                "--to",
-                "2024-03-05T12:01",
-                "--data",
-                str(root / "data"),
-                "--site",
-                str(root / "site"),
-                "--no-progress",
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env={**os.environ, "MOONSTREAM_NATIVE": switch},
-        )
+        done = _backfill_cli(root / "data", root / "site", MOONSTREAM_NATIVE=switch)
         assert " 0 normalize errors" in done.stderr
         outputs.append((_files(root / "site"), _files(root / "data" / "state")))
     assert len(outputs[0][0]) > 50 and outputs[0][1]
