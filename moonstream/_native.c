@@ -424,6 +424,28 @@ compare(PyObject *a, PyObject *b, int op)
     return truth;
 }
 
+/* compare(price, tops[index], op) holding a reference to the item, as the list could change if a
+ * comparison ran Python code (it does not for decimals; bisect does the same). */
+static int
+compare_item(PyObject *price, PyObject *tops, Py_ssize_t index, int op)
+{
+    PyObject *item = Py_NewRef(PyList_GET_ITEM(tops, index));
+    int truth = compare(price, item, op);
+    Py_DECREF(item);
+    return truth;
+}
+
+/* `tops[index] < price` (reverse: `price < tops[index]`) as bisect evaluates it, item held. */
+static int
+less_than_item(PyObject *price, PyObject *tops, Py_ssize_t index, int reverse)
+{
+    PyObject *item = Py_NewRef(PyList_GET_ITEM(tops, index));
+    int less = reverse ? PyObject_RichCompareBool(price, item, Py_LT)
+                       : PyObject_RichCompareBool(item, price, Py_LT);
+    Py_DECREF(item);
+    return less;
+}
+
 /* bisect.insort_right(tops, price): 0, or -1 with an error set. */
 static int
 insort_right(PyObject *tops, PyObject *price)
@@ -431,7 +453,7 @@ insort_right(PyObject *tops, PyObject *price)
     Py_ssize_t lo = 0, hi = PyList_GET_SIZE(tops);
     while (lo < hi) {
         Py_ssize_t mid = ((size_t)lo + hi) / 2;
-        int less = PyObject_RichCompareBool(price, PyList_GET_ITEM(tops, mid), Py_LT);
+        int less = less_than_item(price, tops, mid, 1);
         if (less < 0) {
             return -1;
         }
@@ -452,7 +474,7 @@ bisect_left(PyObject *tops, PyObject *price)
     Py_ssize_t lo = 0, hi = PyList_GET_SIZE(tops);
     while (lo < hi) {
         Py_ssize_t mid = ((size_t)lo + hi) / 2;
-        int less = PyObject_RichCompareBool(PyList_GET_ITEM(tops, mid), price, Py_LT);
+        int less = less_than_item(price, tops, mid, 0);
         if (less < 0) {
             return -1;
         }
@@ -487,7 +509,7 @@ insert_top(PyObject *tops, PyObject *price, int bids, Py_ssize_t kept)
         return PyList_Append(tops, price);
     }
     if (bids) {
-        beyond = compare(price, PyList_GET_ITEM(tops, size - 1), Py_GT);
+        beyond = compare_item(price, tops, size - 1, Py_GT);
         if (beyond < 0) {
             return -1;
         }
@@ -497,7 +519,7 @@ insert_top(PyObject *tops, PyObject *price, int bids, Py_ssize_t kept)
             }
         }
         else {
-            int within = compare(price, PyList_GET_ITEM(tops, 0), Py_GT);
+            int within = compare_item(price, tops, 0, Py_GT);
             if (within < 0 || (within && insort_right(tops, price) < 0)) {
                 return -1;
             }
@@ -507,7 +529,7 @@ insert_top(PyObject *tops, PyObject *price, int bids, Py_ssize_t kept)
         }
         return 0;
     }
-    beyond = compare(price, PyList_GET_ITEM(tops, 0), Py_LT);
+    beyond = compare_item(price, tops, 0, Py_LT);
     if (beyond < 0) {
         return -1;
     }
@@ -517,7 +539,7 @@ insert_top(PyObject *tops, PyObject *price, int bids, Py_ssize_t kept)
         }
     }
     else {
-        int within = compare(price, PyList_GET_ITEM(tops, size - 1), Py_LT);
+        int within = compare_item(price, tops, size - 1, Py_LT);
         if (within < 0 || (within && insort_right(tops, price) < 0)) {
             return -1;
         }
@@ -537,12 +559,12 @@ remove_top(PyObject *tops, PyObject *book, PyObject *price, int bids)
     if (size == 0) {
         return 0;
     }
-    int among = bids ? compare(price, PyList_GET_ITEM(tops, 0), Py_GE)
-                     : compare(price, PyList_GET_ITEM(tops, size - 1), Py_LE);
+    int among = bids ? compare_item(price, tops, 0, Py_GE)
+                     : compare_item(price, tops, size - 1, Py_LE);
     if (among <= 0) {
         return among;
     }
-    int best = compare(price, PyList_GET_ITEM(tops, bids ? size - 1 : 0), Py_EQ);
+    int best = compare_item(price, tops, bids ? size - 1 : 0, Py_EQ);
     if (best < 0) {
         return -1;
     }
@@ -630,7 +652,9 @@ integrate(Window *w, PyObject *price, PyObject *qty, PyObject *old, PyObject *t)
         PyObject *level = PyNumber_Float(value);
         PyObject *elapsed = level == NULL ? NULL : PyNumber_Subtract(t, since);
         PyObject *area = elapsed == NULL ? NULL : PyNumber_Multiply(level, elapsed);
-        PyObject *total = area == NULL ? NULL : PyNumber_InPlaceAdd(PyList_GET_ITEM(w->acc, j), area);
+        PyObject *integral = Py_NewRef(PyList_GET_ITEM(w->acc, j));
+        PyObject *total = area == NULL ? NULL : PyNumber_InPlaceAdd(integral, area);
+        Py_DECREF(integral);
         Py_XDECREF(level);
         Py_XDECREF(elapsed);
         Py_XDECREF(area);
