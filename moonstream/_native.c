@@ -6,6 +6,8 @@
  *   binance_event  moonstream.jobs.normalize.binance: parse_depth_update, parse_agg_trade,
  *                  parse_book_ticker and parse_trade for a well-formed message (anything else:
  *                  NotImplemented, and the Python parser names the error)
+ *   normalize_run  moonstream.jobs.normalize.normalize_records' loop for the records binance_event
+ *                  parses (decoding, de-duplication), up to the next other record
  *   set_levels     moonstream.jobs.engines.orderbook_binance.BinanceBook._set_levels
  *   parse_lines    moonstream.collector.rawfile.parse_lines: the lines of already validated tags
  *
@@ -129,6 +131,9 @@ cached_levels(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 /* ---- binance_event -------------------------------------------------------------------------- */
+
+/* RawRecord's and the events' attribute names, interned at import. */
+static PyObject *k_recv_ns, *k_channel, *k_payload, *k_exchange, *k_collector, *k_symbol_attr;
 
 /* Interned keys and event type names, made at import. */
 static PyObject *k_stream, *k_data, *k_e, *k_s, *k_U, *k_u, *k_pu, *k_E, *k_T, *k_b, *k_a, *k_B, *k_A;
@@ -406,6 +411,120 @@ binance_event(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_Clear(); /* the Python parser meets the same value and names the error */
     }
     Py_RETURN_NOTIMPLEMENTED;
+}
+
+/* ---- normalize_run -------------------------------------------------------------------------- */
+
+static PyObject *k_first_update_id, *k_last_update_id, *k_update_id, *k_aggregated, *k_trade_id;
+static PyObject *n_depth_update, *n_book_ticker, *n_trade;
+
+/* events.dedup_key of an event binance_event made (kind 0: DepthUpdate, 2: BookTicker, else
+ * Trade): a new tuple, or NULL with an error set. */
+static PyObject *
+dedup_key(long kind, PyObject *event)
+{
+    PyObject *name = kind == 0 ? n_depth_update : kind == 2 ? n_book_ticker : n_trade;
+    PyObject *fields[2] = {NULL, NULL};
+    PyObject *names[2] = {kind == 0 ? k_first_update_id : kind == 2 ? k_update_id : k_aggregated,
+                          kind == 0 ? k_last_update_id : k_trade_id};
+    int count = kind == 2 ? 1 : 2;
+    PyObject *exchange = PyObject_GetAttr(event, k_exchange);
+    PyObject *symbol = exchange == NULL ? NULL : PyObject_GetAttr(event, k_symbol_attr);
+    PyObject *key = NULL;
+    int ok = symbol != NULL;
+    for (int i = 0; ok && i < count; i++) {
+        fields[i] = PyObject_GetAttr(event, names[i]);
+        ok = fields[i] != NULL;
+    }
+    if (ok) {
+        key = count == 1 ? PyTuple_Pack(4, name, exchange, symbol, fields[0])
+                         : PyTuple_Pack(5, name, exchange, symbol, fields[0], fields[1]);
+    }
+    Py_XDECREF(exchange);
+    Py_XDECREF(symbol);
+    Py_XDECREF(fields[0]);
+    Py_XDECREF(fields[1]);
+    return key;
+}
+
+/* One record through orjson and binance_event: a new reference to its event, NULL when the record
+ * is not one of those (any error is cleared: the Python path meets it again and reports it). */
+static PyObject *
+fast_event(PyObject *record, PyObject *symbol, PyObject *instrument, PyObject *kinds, PyObject *loads,
+           PyObject *context, long *kind_out)
+{
+    PyObject *exchange = PyObject_GetAttr(record, k_exchange);
+    PyObject *channel = PyObject_GetAttr(record, k_channel);
+    PyObject *payload = PyObject_GetAttr(record, k_payload);
+    PyObject *recv_ns = PyObject_GetAttr(record, k_recv_ns);
+    PyObject *event = NULL;
+    PyObject *const *ctx = &PyTuple_GET_ITEM(context, 0);
+    PyObject *kind = NULL;
+    if (exchange != NULL && channel != NULL && payload != NULL && recv_ns != NULL &&
+        PyUnicode_CheckExact(exchange) && PyUnicode_Compare(exchange, ctx[CTX_EXCHANGE]) == 0 &&
+        PyUnicode_CheckExact(channel)) {
+        kind = PyDict_GetItemWithError(kinds, channel);
+    }
+    if (kind != NULL && PyLong_CheckExact(kind)) {
+        PyObject *msg = PyObject_CallOneArg(loads, payload);
+        if (msg != NULL) {
+            *kind_out = PyLong_AsLong(kind);
+            PyObject *args[6] = {kind, msg, symbol, instrument, recv_ns, context};
+            event = binance_event(NULL, args, 6);
+            Py_DECREF(msg);
+            if (event == Py_NotImplemented) {
+                Py_CLEAR(event);
+            }
+        }
+    }
+    Py_XDECREF(exchange);
+    Py_XDECREF(channel);
+    Py_XDECREF(payload);
+    Py_XDECREF(recv_ns);
+    PyErr_Clear();
+    return event;
+}
+
+/* normalize_run(records, start, seen, out, symbol, instrument, kinds, loads, context): from `start`
+ * on, each record of the exchange in context whose channel is in `kinds`, that `loads` decodes and
+ * binance_event parses, has its event appended to `out` unless its dedup key is in `seen` (then it
+ * is added there). Returns (index of the first record left to the Python loop, duplicates). */
+static PyObject *
+normalize_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 9 || !PyList_CheckExact(args[0]) || !PySet_CheckExact(args[2]) ||
+        !PyList_CheckExact(args[3]) || !PyDict_CheckExact(args[6]) || !PyTuple_CheckExact(args[8]) ||
+        PyTuple_GET_SIZE(args[8]) != CTX_SIZE) {
+        PyErr_SetString(PyExc_TypeError,
+                        "normalize_run(records: list, start, seen: set, out: list, symbol, instrument, "
+                        "kinds: dict, loads, context)");
+        return NULL;
+    }
+    PyObject *records = args[0], *seen = args[2], *out = args[3];
+    Py_ssize_t i = PyLong_AsSsize_t(args[1]);
+    if (i == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_ssize_t duplicates = 0;
+    for (; i >= 0 && i < PyList_GET_SIZE(records); i++) {
+        PyObject *record = Py_NewRef(PyList_GET_ITEM(records, i));
+        long kind = -1;
+        PyObject *event = fast_event(record, args[4], args[5], args[6], args[7], args[8], &kind);
+        Py_DECREF(record);
+        if (event == NULL) {
+            break;
+        }
+        PyObject *key = dedup_key(kind, event);
+        int known = key == NULL ? -1 : PySet_Contains(seen, key);
+        int failed = known < 0 || (!known && (PySet_Add(seen, key) < 0 || PyList_Append(out, event) < 0));
+        duplicates += known == 1;
+        Py_XDECREF(key);
+        Py_DECREF(event);
+        if (failed) {
+            return NULL;
+        }
+    }
+    return Py_BuildValue("(nn)", i, duplicates);
 }
 
 /* ---- set_levels ----------------------------------------------------------------------------- */
@@ -831,7 +950,6 @@ error:
 
 /* ---- parse_lines --------------------------------------------------------------------------- */
 
-static PyObject *k_recv_ns, *k_channel, *k_payload, *k_exchange, *k_collector;
 
 /* The channel (borrowed) of an already validated tag, NULL when the tag is not in `tags`. */
 static PyObject *
@@ -948,6 +1066,8 @@ static PyMethodDef native_methods[] = {
      "A well-formed Binance depth update, aggTrade, bookTicker or trade as its event, else NotImplemented."},
     {"parse_lines", (PyCFunction)(void (*)(void))parse_lines, METH_FASTCALL,
      "Records of the lines rawfile.parse_lines takes on its fast path, from `start` on."},
+    {"normalize_run", (PyCFunction)(void (*)(void))normalize_run, METH_FASTCALL,
+     "normalize_records' loop for the records binance_event parses, up to the next other record."},
     {"set_levels", (PyCFunction)(void (*)(void))set_levels, METH_FASTCALL,
      "One side's levels into a Binance-style book (BinanceBook._set_levels)."},
     {NULL, NULL, 0, NULL},
@@ -971,6 +1091,10 @@ intern_all(void)
         {&t_agg, "aggTrade"}, {&t_ticker, "bookTicker"}, {&t_trade, "trade"}, {&k_t, "t"}, {&k_X, "X"},
         {&insurance_fund, "INSURANCE_FUND"}, {&k_recv_ns, "recv_ns"}, {&k_channel, "channel"},
         {&k_payload, "payload"}, {&k_exchange, "exchange"}, {&k_collector, "collector"},
+        {&k_symbol_attr, "symbol"}, {&k_first_update_id, "first_update_id"},
+        {&k_last_update_id, "last_update_id"}, {&k_update_id, "update_id"}, {&k_aggregated, "aggregated"},
+        {&k_trade_id, "trade_id"}, {&n_depth_update, "DepthUpdate"}, {&n_book_ticker, "BookTicker"},
+        {&n_trade, "Trade"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*names[i].slot == NULL && (*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL) {

@@ -36,6 +36,21 @@ needs_native = pytest.mark.skipif(native is None, reason="moonstream._native is 
 DATA = Path(__file__).resolve().parents[1] / "data" / "binance"
 
 
+def _switch(monkeypatch: pytest.MonkeyPatch, use_native: bool) -> None:
+    """Every compiled loop on (as built) or off (the Python code), as MOONSTREAM_NATIVE=0 would."""
+    from moonstream.collector import rawfile
+
+    hooks = {
+        (binance, "_binance_event"): "binance_event",
+        (binance, "_normalize_run"): "normalize_run",
+        (fields, "_native_levels"): "cached_levels",
+        (orderbook_binance, "_compiled_set_levels"): "set_levels",
+        (rawfile, "_compiled_parse_lines"): "parse_lines",
+    }
+    for (module, attribute), name in hooks.items():
+        monkeypatch.setattr(module, attribute, getattr(native, name) if use_native else not_built)
+
+
 def test_the_extension_is_built_where_a_compiler_is() -> None:
     """``make install`` compiles the extension on a machine with a C compiler (as CI's); the test
     suite must not silently measure the Python fallback there."""
@@ -284,8 +299,7 @@ _FIXTURES = [  # (channel, one real message)
 
 
 def _event_or_error(record: RawRecord, symbol: str, use_native: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
-    fn = native.binance_event if use_native and native is not None else not_built
-    monkeypatch.setattr(binance, "_binance_event", fn)
+    _switch(monkeypatch, use_native)
     try:
         return [
             _exact([(f.name, getattr(e, f.name)) for f in dataclasses.fields(e)])
@@ -353,8 +367,7 @@ def test_real_recordings_normalize_identically_without_the_extension(monkeypatch
     records = _hftbacktest_records(shared_file("hftbacktest-binance-usdm/btcusdt_20240718.gz"), 1)
     dumps = []
     for use_native in (True, False):
-        monkeypatch.setattr(binance, "_binance_event", native.binance_event if use_native else not_built)  # type: ignore[union-attr]
-        monkeypatch.setattr(fields, "_native_levels", native.cached_levels if use_native else not_built)  # type: ignore[union-attr]
+        _switch(monkeypatch, use_native)
         stats = NormalizeStats()
         events = normalize_records(records, "BTC", stats)
         dumps.append(([repr(e) for e in events], stats.as_dict()))
@@ -469,14 +482,7 @@ def test_the_compiled_loops_free_what_they_allocate(monkeypatch: pytest.MonkeyPa
             state, _ = step_orderbook(state, events, "BTC", MINUTE + m)
 
     def grown(use_native: bool) -> int:
-        compiled = {
-            (binance, "_binance_event"): native.binance_event,  # type: ignore[union-attr]
-            (fields, "_native_levels"): native.cached_levels,  # type: ignore[union-attr]
-            (orderbook_binance, "_compiled_set_levels"): native.set_levels,  # type: ignore[union-attr]
-            (rawfile, "_compiled_parse_lines"): native.parse_lines,  # type: ignore[union-attr]
-        }
-        for (module, name), fn in compiled.items():
-            monkeypatch.setattr(module, name, fn if use_native else not_built)
+        _switch(monkeypatch, use_native)
         tracemalloc.start()
         try:
             for _ in range(30):
@@ -492,3 +498,61 @@ def test_the_compiled_loops_free_what_they_allocate(monkeypatch: pytest.MonkeyPa
 
     python = grown(False)
     assert grown(True) < python + 5_000, python
+
+
+# --- normalize_run --------------------------------------------------------------------------------
+
+
+def _mixed_records(rng: random.Random) -> list[RawRecord]:
+    """Real messages of every fast channel (and broken variants), mark prices, connection lines,
+    another exchange's records, exact duplicates and re-sent copies, shuffled."""
+    pool: list[RawRecord] = []
+    for channel, name in _FIXTURES:
+        message = json.loads((DATA / name).read_text())
+        message["data"]["s"] = "BTCUSDT"
+        for k, variant in enumerate(_variants(message)[:40]):
+            pool.append(RawRecord(1000 + k, channel, json.dumps(variant).encode(), "binance", "c1"))
+    mark = (DATA / "mark_price.json").read_bytes()
+    pool += [
+        RawRecord(5, "ws:markPrice", mark, "binance", "c1"),
+        RawRecord(6, "conn:open", b"{}", "binance", "c2"),
+        RawRecord(7, "ws:depth", b"not json", "binance", "c1"),
+        RawRecord(8, "ws:unknown", b"{}", "binance", "c1"),
+        RawRecord(9, "ws:trades", b"{}", "okx", "c1"),
+    ]
+    records = [rng.choice(pool) for _ in range(400)]
+    records += [dataclasses.replace(r, collector="c2") for r in records[:50]]  # a second collector's copies
+    rng.shuffle(records)
+    return records
+
+
+@needs_native
+@pytest.mark.parametrize("seed", [1, 2])
+def test_normalize_run_gives_the_python_loops_events_and_counts(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("moonstream.jobs.normalize"), "disabled", True)
+    records = _mixed_records(random.Random(seed))
+    results = []
+    for use_native in (True, False):
+        _switch(monkeypatch, use_native)
+        monkeypatch.setattr(binance, "_INSTRUMENTS", {})  # the first message makes it known
+        stats = NormalizeStats()
+        events = normalize_records(records, "BTC", stats)
+        results.append(([_exact(repr(e)) for e in events], stats.as_dict()))
+    assert results[0] == results[1]
+    assert results[0][1]["duplicates"] > 20 and results[0][1]["errors"]
+
+    _switch(monkeypatch, True)
+    run = binance.compiled_run("BTC")  # the instrument is known by now
+    assert run is not None
+    wellformed = []
+    for channel, name in _FIXTURES:
+        message = json.loads((DATA / name).read_text())
+        message["data"]["s"] = "BTCUSDT"
+        wellformed.append(RawRecord(1, channel, json.dumps(message).encode(), "binance", "c1"))
+    out: list[Any] = []
+    assert run(wellformed * 2, 0, set(), out) == (2 * len(wellformed), len(wellformed))  # all taken here
+    assert len(out) == len(wellformed)

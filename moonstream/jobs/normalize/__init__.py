@@ -127,8 +127,22 @@ def normalize_records(records: Iterable[RawRecord], symbol: str, stats: Normaliz
     key_of = dedup_key
     count = 0
     duplicates = 0
+    batch = records if type(records) is list else list(records)
+    run = binance.compiled_run(symbol)
+    i = 0
     try:
-        for record in records:
+        while i < len(batch):
+            if run is None and i and batch[i - 1].exchange == binance.EXCHANGE:
+                run = binance.compiled_run(symbol)  # the symbol's first message was just parsed
+            if run is not None:  # the compiled loop takes what it can, up to a record it leaves here
+                start = i
+                i, skipped = run(batch, i, seen, out)
+                count += i - start
+                duplicates += skipped
+                if i == len(batch):
+                    break
+            record = batch[i]
+            i += 1
             count += 1
             try:
                 events = normalizers.get(record.exchange, _no_normalizer)(record, symbol)

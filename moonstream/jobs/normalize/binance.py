@@ -19,6 +19,8 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from moonstream.collector.rawfile import RawRecord
 from moonstream.jobs.events import (
     BookTicker,
@@ -59,7 +61,7 @@ from moonstream.jobs.normalize.fields import (
     qty as _qty,
     short as _short,
 )
-from moonstream.native import compiled, native
+from moonstream.native import compiled, native, not_built
 from moonstream.symbols import Exchange, exchange_instrument
 
 EXCHANGE: str = Exchange.BINANCE.value
@@ -567,6 +569,7 @@ _FAST_KINDS: dict[str, int] = (
 )
 """Channels ``binance_event`` in moonstream/_native.c parses (its ``kind``), when it is built."""
 _binance_event = compiled("binance_event")
+_normalize_run = compiled("normalize_run")
 _FAST_CONTEXT = (
     *NUMBER_CACHES,
     NS_PER_MS,
@@ -590,6 +593,30 @@ def _parse(parser: _JsonParser, channel: str, msg: Any, symbol: str, recv_ns: in
             if event is not NotImplemented:
                 return event
     return parser(msg, symbol, recv_ns)
+
+
+RecordsRun = Callable[[list[RawRecord], int, set[Any], list[Event]], tuple[int, int]]
+
+
+def compiled_run(symbol: str) -> RecordsRun | None:
+    """The compiled loop of :func:`~moonstream.jobs.normalize.normalize_records` for this symbol's
+    records of the channels ``binance_event`` parses (``normalize_run`` in moonstream/_native.c):
+    ``run(records, start, seen, out) -> (next index, duplicates)``. None when it is not built or the
+    symbol's instrument is not known yet (the first message :func:`normalize` parses fills it)."""
+    instrument = _INSTRUMENTS.get(symbol)
+    run = _normalize_run
+    if run is not_built or instrument is None:
+        return None
+
+    def records_run(
+        records: list[RawRecord], start: int, seen: set[Any], out: list[Event]
+    ) -> tuple[int, int]:
+        done: tuple[int, int] = run(
+            records, start, seen, out, symbol, instrument, _FAST_KINDS, orjson.loads, _FAST_CONTEXT
+        )
+        return done
+
+    return records_run
 
 
 def normalize(record: RawRecord, symbol: str) -> list[Event]:
