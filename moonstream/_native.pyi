@@ -20,3 +20,29 @@ def set_levels(
     tops_kept: int,
     zero: Any,
 ) -> Any: ...
+def depth_event(
+    payload: bytes, symbol: str, instrument: str, recv_ns: int, context: tuple[Any, ...]
+) -> Any: ...
+def normalize_run(
+    records: list[Any],
+    start: int,
+    seen: set[Any],
+    out: list[Any],
+    symbol: str,
+    instrument: str,
+    kinds: dict[str, int],
+    loads: Callable[[bytes], Any],
+    context: tuple[Any, ...],
+) -> tuple[int, int]: ...
+def binance_event(
+    kind: int, msg: Any, symbol: str, instrument: str, recv_ns: int, context: tuple[Any, ...]
+) -> Any: ...
+def parse_lines(
+    lines: list[bytes],
+    start: int,
+    tags: dict[bytes, str],
+    exchange: str,
+    collector: str,
+    record_type: type,
+    records: list[Any],
+) -> int: ...

@@ -462,6 +462,7 @@ def test_the_compiled_loops_free_what_they_allocate(monkeypatch: pytest.MonkeyPa
     from moonstream.collector import rawfile
 
     monkeypatch.setattr(logging.getLogger("moonstream.jobs.engines.orderbook_binance"), "disabled", True)
+    monkeypatch.setattr(logging.getLogger("moonstream.jobs.normalize"), "disabled", True)
     records = []
     for channel, name in _FIXTURES:
         message = json.loads((DATA / name).read_text())
@@ -471,10 +472,15 @@ def test_the_compiled_loops_free_what_they_allocate(monkeypatch: pytest.MonkeyPa
     lines = [b"1 ws:depth abc", b"2 ws:depth def", b"x bad", b"3 ws:depth g\rh"] * 20
     stream = _stream(11, ("binance",), minutes=2)
 
+    rng = random.Random(4)
+    depth = [RawRecord(k, "ws:depth", p, "binance", "c1") for k, p in enumerate(_compact_depth_payloads())]
+    depth += [RawRecord(9, "ws:depth", _mutated(depth[0].payload, rng), "binance", "c1") for _ in range(30)]
+
     def work() -> None:
         for record, symbol in records:
             with contextlib.suppress(Exception):
                 binance.normalize(record, symbol)
+        normalize_records(depth, "BTC", NormalizeStats())
         rawfile.parse_lines(lines, "binance", "c1")
         orderbook.clear_kept_books()
         state: dict[str, Any] = {}
@@ -556,3 +562,93 @@ def test_normalize_run_gives_the_python_loops_events_and_counts(
     out: list[Any] = []
     assert run(wellformed * 2, 0, set(), out) == (2 * len(wellformed), len(wellformed))  # all taken here
     assert len(out) == len(wellformed)
+
+
+# --- depth_event (a depth message straight from its bytes) ----------------------------------------
+
+_BYTE_EDITS = b'",[]{}: 07-.e\\\x80\n'  # structure, digits, signs, an escape, a non-ASCII byte
+
+
+def _mutated(payload: bytes, rng: random.Random) -> bytes:
+    """``payload`` with one to three random byte edits (deleted, doubled, replaced or inserted)."""
+    data = bytearray(payload)
+    for _ in range(rng.randint(1, 3)):
+        i = rng.randrange(len(data))
+        edit = rng.randrange(4)
+        if edit == 0:
+            del data[i]
+        elif edit == 1:
+            data[i:i] = data[i : i + 1]
+        elif edit == 2:
+            data[i] = rng.choice(_BYTE_EDITS)
+        else:
+            data.insert(i, rng.choice(_BYTE_EDITS))
+    return bytes(data)
+
+
+def _compact_depth_payloads() -> list[bytes]:
+    """The real fixture diff (as recorded: compact), its bare event object, and an empty side."""
+    raw = (DATA / "depth_update.json").read_bytes().strip()
+    message = json.loads(raw)
+    compact = json.dumps(message, separators=(",", ":")).encode()
+    assert compact == raw  # the recording is Binance's compact text
+    bare = json.dumps(message["data"], separators=(",", ":")).encode()
+    empty = json.dumps({**message, "data": {**message["data"], "a": []}}, separators=(",", ":")).encode()
+    return [raw, bare, empty]
+
+
+@needs_native
+def test_depth_event_reads_binances_compact_text_like_orjson() -> None:
+    message = json.loads((DATA / "depth_update.json").read_text())
+    record = RawRecord(1, "ws:depth", json.dumps(message).encode(), "binance", "c1")
+    expected = binance.normalize(record, "BTC")[0]  # the general path; fills the instrument
+    instrument = binance._INSTRUMENTS["BTC"]
+    for payload in _compact_depth_payloads()[:2]:
+        event = native.depth_event(payload, "BTC", instrument, 1, binance._FAST_CONTEXT)  # type: ignore[union-attr]
+        assert event == expected and _exact(repr(event)) == _exact(repr(expected))
+    spaced = json.dumps(message).encode()  # valid JSON, another shape: the general path decides
+    assert native.depth_event(spaced, "BTC", instrument, 1, binance._FAST_CONTEXT) is NotImplemented  # type: ignore[union-attr]
+
+
+@needs_native
+def test_depth_event_on_mutated_bytes_matches_the_python_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """3,000 byte-level edits of real depth text (truncations, stray quotes, leading zeros, signs,
+    escapes, spaces, invalid UTF-8) through normalize_records both ways: the same events, errors and
+    counts (records the compact reader refuses go through orjson, as without the extension)."""
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("moonstream.jobs.normalize"), "disabled", True)
+    rng = random.Random(21)
+    payloads = _compact_depth_payloads()
+    records = [RawRecord(k, "ws:depth", p, "binance", "c1") for k, p in enumerate(payloads)]
+    raw = payloads[0]
+    targeted = [  # edits a random byte rarely makes: numbers JSON forbids or orjson reads otherwise
+        raw.replace(b'"E":', b'"E":0'),
+        raw.replace(b'"U":', b'"U":-'),
+        raw.replace(b'"pu":4984031930451', b'"pu":4984031930451.0'),
+        raw.replace(b'"pu":4984031930451', b'"pu":4984031930451e0'),
+        raw.replace(b'"pu":4984031930451', b'"pu":4984031930451000000'),
+        raw.replace(b'"u":4984031931631', b'"u":4984031930569'),  # U > u
+        raw.replace(b'"5000.00"', b'"5000.0\\u0030"'),
+        raw.replace(b'"5000.00"', b'"5000.00 "'),
+        raw.replace(b'"5000.00"', b'"\xc3\xa9"'),
+        raw.replace(b'"BTCUSDT"', b'"BTCUSD\\u0054"'),
+        raw.replace(b'"depthUpdate"', b'"depthUpdat\\u0065"'),
+        raw + b" ",
+        raw + b"}",
+        raw[:-1],
+        raw.replace(b',"data":', b',"data" :'),
+        raw.replace(b'{"stream":"btcusdt@depth@0ms",', b'{"data":{},"stream":"btcusdt@depth@0ms",'),
+    ]
+    records += [RawRecord(5 + k, "ws:depth", payload, "binance", "c1") for k, payload in enumerate(targeted)]
+    for k in range(3000):  # each its own update ids, so that de-duplication keeps them apart
+        base = rng.choice(payloads).replace(b'"u":4984031931631', b'"u":%d' % (4984031931631 + k))
+        records.append(RawRecord(10 + k, "ws:depth", _mutated(base, rng), "binance", "c1"))
+    results = []
+    for use_native in (True, False):
+        _switch(monkeypatch, use_native)
+        stats = NormalizeStats()
+        events = normalize_records(records, "BTC", stats)
+        results.append(([_exact(repr(e)) for e in events], stats.as_dict()))
+    assert results[0] == results[1]
+    assert results[0][1]["errors"] and len(results[0][0]) > 100  # both outcomes occur
