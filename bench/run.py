@@ -9,6 +9,7 @@ best of a few repetitions where cheap; nothing here asserts a threshold.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -41,12 +42,14 @@ SYMBOLS = ("BTC", "ETH")
 
 def bench_pipeline(work: Path) -> dict[str, Any]:
     data_url, site_url = str(work / "data"), str(work / "site")
+    gc.collect()  # what the previous stage left is freed here, not inside the next measurement
     started = time.perf_counter()
     reports = run_import(FILES, data_url, set(SYMBOLS), "auto")
     import_s = time.perf_counter() - started
     lines = sum(r.lines_read for r in reports)
 
     store = open_store(data_url)
+    gc.collect()  # what the previous stage left is freed here, not inside the next measurement
     started = time.perf_counter()
     records = []
     for symbol in SYMBOLS:
@@ -55,6 +58,7 @@ def bench_pipeline(work: Path) -> dict[str, Any]:
     read_s = time.perf_counter() - started
     n_records = sum(len(r) for _, r in records)
 
+    gc.collect()  # what the previous stage left is freed here, not inside the next measurement
     started = time.perf_counter()
     stats = NormalizeStats()
     for symbol, minute_records in records:
@@ -63,9 +67,11 @@ def bench_pipeline(work: Path) -> dict[str, Any]:
 
     config = JobConfig(data_url=data_url, site_url=site_url, symbols=SYMBOLS, exchanges=("binance",))
     ctx = JobContext.open(config)
+    gc.collect()  # what the previous stage left is freed here, not inside the next measurement
     started = time.perf_counter()
     report = backfill(ctx, SYMBOLS, FIRST, LAST, progress=False)
     backfill_s = time.perf_counter() - started
+    gc.collect()  # what the previous stage left is freed here, not inside the next measurement
     started = time.perf_counter()
     backfill(ctx, SYMBOLS, FIRST, LAST, progress=False)
     rerun_s = time.perf_counter() - started
