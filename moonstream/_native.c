@@ -160,10 +160,19 @@ field(PyObject *data, PyObject *key)
 static PyObject *
 non_negative_int(PyObject *value)
 {
-    if (value == NULL || !PyLong_CheckExact(value) || _PyLong_Sign(value) < 0) {
+    if (value == NULL || !PyLong_CheckExact(value)) {
         return NULL;
     }
-    return value;
+#if PY_VERSION_HEX >= 0x030E0000
+    int sign = 0;
+    if (PyLong_GetSign(value, &sign) < 0) { /* public from 3.14 */
+        PyErr_Clear();
+        return NULL;
+    }
+#else
+    int sign = _PyLong_Sign(value);
+#endif
+    return sign < 0 ? NULL : value;
 }
 
 /* fields.ms: a new reference to value * NS_PER_MS, NULL (maybe with an error) otherwise. */
