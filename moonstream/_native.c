@@ -23,8 +23,8 @@
 
 /* ---- cached_levels -------------------------------------------------------------------------- */
 
-/* The lookup of `key` in `cache`: a borrowed value, NULL with no error on a miss, NULL with an
- * error set when hashing failed. */
+/* `mapping[key]` for an exact dict: a borrowed value, NULL with no error on a miss, NULL with an
+ * error set when hashing failed (never for the str keys of a message's fields). */
 static PyObject *
 lookup(PyObject *cache, PyObject *key)
 {
@@ -148,14 +148,6 @@ enum {
     CTX_NEW_DEPTH_UPDATE, CTX_NEW_TRADE, CTX_NEW_BOOK_TICKER, CTX_TAKER_SELL, CTX_TAKER_BUY, CTX_SIZE
 };
 
-/* A borrowed value of `data[key]`, NULL when absent (no error: the caller hands the message back). */
-static PyObject *
-field(PyObject *data, PyObject *key)
-{
-    PyObject *value = PyDict_GetItemWithError(data, key); /* str keys: cannot fail */
-    return value;
-}
-
 /* fields.integer for a JSON integer: the value (borrowed) when an int >= 0, else NULL. */
 static PyObject *
 non_negative_int(PyObject *value)
@@ -218,8 +210,8 @@ event_object(PyObject *msg, PyObject *expected)
         return NULL;
     }
     PyObject *data = msg;
-    if (field(msg, k_stream) != NULL) {
-        PyObject *inner = field(msg, k_data);
+    if (lookup(msg, k_stream) != NULL) {
+        PyObject *inner = lookup(msg, k_data);
         if (inner != NULL) {
             data = inner;
             if (!PyDict_CheckExact(data)) {
@@ -227,7 +219,7 @@ event_object(PyObject *msg, PyObject *expected)
             }
         }
     }
-    PyObject *etype = field(data, k_e);
+    PyObject *etype = lookup(data, k_e);
     if (etype != NULL && !(PyUnicode_CheckExact(etype) && PyUnicode_Compare(etype, expected) == 0)) {
         return NULL;
     }
@@ -244,8 +236,8 @@ greater(PyObject *a, PyObject *b)
 static PyObject *
 depth_update(PyObject *data, PyObject *symbol, PyObject *recv_ns, PyObject *const *ctx)
 {
-    PyObject *first = non_negative_int(field(data, k_U));
-    PyObject *last = non_negative_int(field(data, k_u));
+    PyObject *first = non_negative_int(lookup(data, k_U));
+    PyObject *last = non_negative_int(lookup(data, k_u));
     if (first == NULL || last == NULL) {
         return NULL;
     }
@@ -253,9 +245,9 @@ depth_update(PyObject *data, PyObject *symbol, PyObject *recv_ns, PyObject *cons
     if (reversed != 0) {
         return NULL;
     }
-    PyObject *ts_ns = ms_to_ns(field(data, k_E), ctx);
-    PyObject *tx_ns = ts_ns == NULL ? NULL : ms_to_ns(field(data, k_T), ctx);
-    PyObject *prev = non_negative_int(field(data, k_pu));
+    PyObject *ts_ns = ms_to_ns(lookup(data, k_E), ctx);
+    PyObject *tx_ns = ts_ns == NULL ? NULL : ms_to_ns(lookup(data, k_T), ctx);
+    PyObject *prev = non_negative_int(lookup(data, k_pu));
     PyObject *sides[2] = {NULL, NULL};
     PyObject *keys[2] = {k_b, k_a};
     PyObject *event = NULL;
@@ -263,7 +255,7 @@ depth_update(PyObject *data, PyObject *symbol, PyObject *recv_ns, PyObject *cons
         goto done;
     }
     for (int i = 0; i < 2; i++) {
-        PyObject *raw = field(data, keys[i]);
+        PyObject *raw = lookup(data, keys[i]);
         if (raw == NULL || !PyList_CheckExact(raw)) {
             goto done;
         }
@@ -285,79 +277,63 @@ done:
     return event;
 }
 
-/* Trade(...) of a trade or aggTrade from its price `p`, size `q` and maker flag `m` (in that order,
- * as the Python parsers read them) and the fields the caller read: a new reference, or NULL (maybe
- * with an error) for the Python parser to handle. */
+/* Trade(...) of an aggTrade (`aggregated`: trade ids `f`..`l`, aggregate id `a`) or a trade (id `t`,
+ * the insurance-fund flag from `X`), reading the fields in the Python parsers' order: a new reference,
+ * or NULL (maybe with an error) for the Python parser to handle. */
 static PyObject *
-new_trade(PyObject *data, PyObject *symbol, PyObject *recv_ns, PyObject *const *ctx, PyObject *ts_ns,
-          PyObject *trade_id, PyObject *aggregated, PyObject *first, PyObject *last, PyObject *fund)
+trade_event(PyObject *data, PyObject *symbol, PyObject *recv_ns, PyObject *const *ctx, int aggregated)
 {
-    PyObject *event = NULL;
+    PyObject *first = Py_None, *last = Py_None, *fund = Py_False;
+    if (aggregated) {
+        first = non_negative_int(lookup(data, k_f));
+        last = non_negative_int(lookup(data, k_l));
+        if (first == NULL || last == NULL || greater(first, last) != 0) {
+            return NULL;
+        }
+    }
+    else {
+        /* data.get("X") == "INSURANCE_FUND", for any JSON value of X (anything else: Python compares) */
+        PyObject *kind = lookup(data, k_X);
+        if (kind != NULL && PyUnicode_CheckExact(kind)) {
+            fund = PyUnicode_Compare(kind, insurance_fund) == 0 ? Py_True : Py_False;
+        }
+        else if (kind != NULL && kind != Py_None && !PyLong_CheckExact(kind) && !PyFloat_CheckExact(kind) &&
+                 !PyBool_Check(kind) && !PyList_CheckExact(kind) && !PyDict_CheckExact(kind)) {
+            return NULL;
+        }
+    }
+    PyObject *ts_ns = ms_to_ns(lookup(data, k_T), ctx);
+    PyObject *trade_id = non_negative_int(lookup(data, aggregated ? k_a : k_t));
     PyObject *positive = ctx[CTX_POSITIVE], *remember = ctx[CTX_REMEMBER_PRICE]; /* sizes > 0 too */
-    PyObject *price = cached_decimal(field(data, k_p), positive, remember);
-    PyObject *qty = price == NULL ? NULL : cached_decimal(field(data, k_q), positive, remember);
-    PyObject *maker = field(data, k_m);
+    PyObject *price = NULL, *qty = NULL, *event = NULL;
+    if (ts_ns != NULL && trade_id != NULL) {
+        price = cached_decimal(lookup(data, k_p), positive, remember);
+    }
+    if (price != NULL) {
+        qty = cached_decimal(lookup(data, k_q), positive, remember);
+    }
+    PyObject *maker = lookup(data, k_m);
     if (qty != NULL && (maker == Py_True || maker == Py_False)) {
         PyObject *taker = maker == Py_True ? ctx[CTX_TAKER_SELL] : ctx[CTX_TAKER_BUY];
         PyObject *args[12] = {ctx[CTX_EXCHANGE], symbol, recv_ns, ts_ns, trade_id, price, qty, taker,
-                              aggregated, first, last, fund};
+                              aggregated ? Py_True : Py_False, first, last, fund};
         event = PyObject_Vectorcall(ctx[CTX_NEW_TRADE], args, 12, NULL);
     }
+    Py_XDECREF(ts_ns);
     Py_XDECREF(price);
     Py_XDECREF(qty);
     return event;
 }
 
 static PyObject *
-agg_trade(PyObject *data, PyObject *symbol, PyObject *recv_ns, PyObject *const *ctx)
-{
-    PyObject *first = non_negative_int(field(data, k_f));
-    PyObject *last = non_negative_int(field(data, k_l));
-    if (first == NULL || last == NULL || greater(first, last) != 0) {
-        return NULL;
-    }
-    PyObject *ts_ns = ms_to_ns(field(data, k_T), ctx);
-    PyObject *trade_id = non_negative_int(field(data, k_a));
-    PyObject *event = NULL;
-    if (ts_ns != NULL && trade_id != NULL) {
-        event = new_trade(data, symbol, recv_ns, ctx, ts_ns, trade_id, Py_True, first, last, Py_False);
-    }
-    Py_XDECREF(ts_ns);
-    return event;
-}
-
-static PyObject *
-trade(PyObject *data, PyObject *symbol, PyObject *recv_ns, PyObject *const *ctx)
-{
-    /* data.get("X") == "INSURANCE_FUND", for any JSON value of X (anything else: Python compares) */
-    PyObject *kind = field(data, k_X);
-    PyObject *fund = Py_False;
-    if (kind != NULL && PyUnicode_CheckExact(kind)) {
-        fund = PyUnicode_Compare(kind, insurance_fund) == 0 ? Py_True : Py_False;
-    }
-    else if (kind != NULL && kind != Py_None && !PyLong_CheckExact(kind) && !PyFloat_CheckExact(kind) &&
-             !PyBool_Check(kind) && !PyList_CheckExact(kind) && !PyDict_CheckExact(kind)) {
-        return NULL;
-    }
-    PyObject *ts_ns = ms_to_ns(field(data, k_T), ctx);
-    PyObject *trade_id = non_negative_int(field(data, k_t));
-    PyObject *event = NULL;
-    if (ts_ns != NULL && trade_id != NULL) {
-        event = new_trade(data, symbol, recv_ns, ctx, ts_ns, trade_id, Py_False, Py_None, Py_None, fund);
-    }
-    Py_XDECREF(ts_ns);
-    return event;
-}
-
-static PyObject *
 book_ticker(PyObject *data, PyObject *symbol, PyObject *recv_ns, PyObject *const *ctx)
 {
-    PyObject *stamp = field(data, k_E);
+    PyObject *stamp = lookup(data, k_E);
     if (stamp == NULL) {
-        stamp = field(data, k_T);
+        stamp = lookup(data, k_T);
     }
     PyObject *ts_ns = ms_to_ns(stamp, ctx);
-    PyObject *update_id = non_negative_int(field(data, k_u));
+    PyObject *update_id = non_negative_int(lookup(data, k_u));
     PyObject *numbers[4] = {NULL, NULL, NULL, NULL};
     PyObject *keys[4] = {k_b, k_B, k_a, k_A};
     PyObject *event = NULL;
@@ -366,7 +342,7 @@ book_ticker(PyObject *data, PyObject *symbol, PyObject *recv_ns, PyObject *const
     }
     for (int i = 0; i < 4; i++) {
         int is_price = i % 2 == 0;
-        numbers[i] = cached_decimal(field(data, keys[i]), ctx[is_price ? CTX_POSITIVE : CTX_NON_NEGATIVE],
+        numbers[i] = cached_decimal(lookup(data, keys[i]), ctx[is_price ? CTX_POSITIVE : CTX_NON_NEGATIVE],
                                     ctx[is_price ? CTX_REMEMBER_PRICE : CTX_REMEMBER_QTY]);
         if (numbers[i] == NULL) {
             goto done;
@@ -401,15 +377,14 @@ binance_event(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *const *ctx = &PyTuple_GET_ITEM(args[5], 0);
     PyObject *expected = kind == 0 ? t_depth : kind == 1 ? t_agg : kind == 2 ? t_ticker : t_trade;
     PyObject *data = event_object(msg, expected);
-    PyObject *name = data == NULL ? NULL : field(data, k_s);
+    PyObject *name = data == NULL ? NULL : lookup(data, k_s);
     PyObject *event = NULL;
     if (name != NULL && PyUnicode_CheckExact(name) && PyUnicode_CheckExact(instrument) &&
         PyUnicode_Compare(name, instrument) == 0) {
         Py_INCREF(data); /* the callbacks below could in theory change msg */
         event = kind == 0   ? depth_update(data, symbol, recv_ns, ctx)
-                : kind == 1 ? agg_trade(data, symbol, recv_ns, ctx)
                 : kind == 2 ? book_ticker(data, symbol, recv_ns, ctx)
-                            : trade(data, symbol, recv_ns, ctx);
+                            : trade_event(data, symbol, recv_ns, ctx, kind == 1);
         Py_DECREF(data);
     }
     if (event != NULL) {
