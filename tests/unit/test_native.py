@@ -335,8 +335,7 @@ def test_binance_event_matches_the_python_parsers(
     parsed = 0
     for variant in variants:
         record = RawRecord(1, channel, json.dumps(variant).encode(), "binance", "test")
-        for _ in range(2):  # the first call fills the symbol's instrument (the fast path needs it)
-            compiled = _event_or_error(record, symbol, True, monkeypatch)
+        compiled = _event_or_error(record, symbol, True, monkeypatch)
         python = _event_or_error(record, symbol, False, monkeypatch)
         assert compiled == python, variant
         parsed += isinstance(python, list)
@@ -351,9 +350,8 @@ def test_binance_event_parses_well_formed_messages_itself() -> None:
         symbol = message["data"]["s"].removesuffix("USDT")
         kind = binance._FAST_KINDS[channel]
         record = RawRecord(1, channel, json.dumps(message).encode(), "binance", "test")
-        binance.normalize(record, symbol)  # fills the instrument
         event = native.binance_event(  # type: ignore[union-attr]
-            kind, message, symbol, binance._INSTRUMENTS[symbol], 1, binance._FAST_CONTEXT
+            kind, message, symbol, binance._instrument_of(symbol), 1, binance._FAST_CONTEXT
         )
         assert event is not NotImplemented and event == binance.normalize(record, symbol)[0]
 
@@ -544,7 +542,6 @@ def test_normalize_run_gives_the_python_loops_events_and_counts(
     results = []
     for use_native in (True, False):
         _switch(monkeypatch, use_native)
-        monkeypatch.setattr(binance, "_INSTRUMENTS", {})  # the first message makes it known
         stats = NormalizeStats()
         events = normalize_records(records, "BTC", stats)
         results.append(([_exact(repr(e)) for e in events], stats.as_dict()))
@@ -552,7 +549,7 @@ def test_normalize_run_gives_the_python_loops_events_and_counts(
     assert results[0][1]["duplicates"] > 20 and results[0][1]["errors"]
 
     _switch(monkeypatch, True)
-    run = binance.compiled_run("BTC")  # the instrument is known by now
+    run = binance.compiled_run("BTC")
     assert run is not None
     wellformed = []
     for channel, name in _FIXTURES:
@@ -601,8 +598,8 @@ def _compact_depth_payloads() -> list[bytes]:
 def test_depth_event_reads_binances_compact_text_like_orjson() -> None:
     message = json.loads((DATA / "depth_update.json").read_text())
     record = RawRecord(1, "ws:depth", json.dumps(message).encode(), "binance", "c1")
-    expected = binance.normalize(record, "BTC")[0]  # the general path; fills the instrument
-    instrument = binance._INSTRUMENTS["BTC"]
+    expected = binance.normalize(record, "BTC")[0]
+    instrument = binance._instrument_of("BTC")
     for payload in _compact_depth_payloads()[:2]:
         event = native.depth_event(payload, "BTC", instrument, 1, binance._FAST_CONTEXT)  # type: ignore[union-attr]
         assert event == expected and _exact(repr(event)) == _exact(repr(expected))

@@ -132,8 +132,6 @@ def normalize_records(records: Iterable[RawRecord], symbol: str, stats: Normaliz
     i = 0
     try:
         while i < len(batch):
-            if run is None and i and batch[i - 1].exchange == binance.EXCHANGE:
-                run = binance.compiled_run(symbol)  # the symbol's first message was just parsed
             if run is not None:  # the compiled loop takes what it can, up to a record it leaves here
                 start = i
                 i, skipped = run(batch, i, seen, out)

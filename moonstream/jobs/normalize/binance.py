@@ -116,12 +116,18 @@ def _event(msg: object, expected: str) -> dict[str, Any]:
 _INSTRUMENTS: dict[str, str] = {}  # symbol -> instrument, ahead of the lru_cache
 
 
-def _check_symbol(value: object, symbol: str) -> None:
+def _instrument_of(symbol: str) -> str:
+    """Binance's instrument name for our symbol (``BTCUSDT``), from a plain dict when seen before."""
     expected = _INSTRUMENTS.get(symbol)
     if expected is None:
         expected = _instrument(symbol)
         if len(_INSTRUMENTS) < 256:
             _INSTRUMENTS[symbol] = expected
+    return expected
+
+
+def _check_symbol(value: object, symbol: str) -> None:
+    expected = _instrument_of(symbol)
     if value != expected:
         raise SymbolMismatch(f"symbol {_short(value)}, expected {expected!r}")
 
@@ -587,11 +593,9 @@ def _parse(parser: _JsonParser, channel: str, msg: Any, symbol: str, recv_ns: in
     parsed by the compiled ``binance_event`` when built (the same event: tests/unit/test_native.py)."""
     kind = _FAST_KINDS.get(channel)
     if kind is not None:
-        instrument = _INSTRUMENTS.get(symbol)  # filled by the first message's _check_symbol
-        if instrument is not None:
-            event = _binance_event(kind, msg, symbol, instrument, recv_ns, _FAST_CONTEXT)
-            if event is not NotImplemented:
-                return event
+        event = _binance_event(kind, msg, symbol, _instrument_of(symbol), recv_ns, _FAST_CONTEXT)
+        if event is not NotImplemented:
+            return event
     return parser(msg, symbol, recv_ns)
 
 
@@ -601,12 +605,11 @@ RecordsRun = Callable[[list[RawRecord], int, set[Any], list[Event]], tuple[int, 
 def compiled_run(symbol: str) -> RecordsRun | None:
     """The compiled loop of :func:`~moonstream.jobs.normalize.normalize_records` for this symbol's
     records of the channels ``binance_event`` parses (``normalize_run`` in moonstream/_native.c):
-    ``run(records, start, seen, out) -> (next index, duplicates)``. None when it is not built or the
-    symbol's instrument is not known yet (the first message :func:`normalize` parses fills it)."""
-    instrument = _INSTRUMENTS.get(symbol)
+    ``run(records, start, seen, out) -> (next index, duplicates)``. None when it is not built."""
     run = _normalize_run
-    if run is not_built or instrument is None:
+    if run is not_built:
         return None
+    instrument = _instrument_of(symbol)
 
     def records_run(
         records: list[RawRecord], start: int, seen: set[Any], out: list[Event]
