@@ -11,6 +11,7 @@
  *                  in Binance's compact shape is read straight from its bytes (depth_event)
  *   set_levels     moonstream.jobs.engines.orderbook_binance.BinanceBook._set_levels
  *   parse_lines    moonstream.collector.rawfile.parse_lines: the lines of already validated tags
+ *   slot_builder   moonstream.jobs.normalize.fields.positional_builder's generated ``build``
  *
  * Each returns NotImplemented, before changing anything, for an input shape the Python function
  * accepts but this file does not handle; the caller then runs the Python function. Decimal
@@ -20,6 +21,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <structmember.h>
 
 /* ---- cached_levels -------------------------------------------------------------------------- */
 
@@ -1316,6 +1318,101 @@ parse_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromSsize_t(i);
 }
 
+
+/* ---- slot_builder ---------------------------------------------------------------------------- */
+
+/* positional_builder's `build(v0, ..., vn)`: `o = object.__new__(cls)`, then each value into its slot
+ * as the slot's member descriptor sets it (a new reference into an empty slot), in field order. */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyTypeObject *cls;
+    Py_ssize_t fields;
+    Py_ssize_t offsets[16];
+} SlotBuilder;
+
+static PyObject *
+slot_builder_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    SlotBuilder *self = (SlotBuilder *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs != self->fields || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
+        PyErr_Format(PyExc_TypeError, "build_%s() takes %zd positional arguments", self->cls->tp_name,
+                     self->fields);
+        return NULL;
+    }
+    PyObject *obj = self->cls->tp_alloc(self->cls, 0);
+    if (obj == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        PyObject **slot = (PyObject **)((char *)obj + self->offsets[i]);
+        PyObject *old = *slot;
+        *slot = Py_NewRef(args[i]);
+        Py_XDECREF(old);
+    }
+    return obj;
+}
+
+static void
+slot_builder_dealloc(PyObject *self)
+{
+    Py_DECREF(((SlotBuilder *)self)->cls);
+    PyObject_Free(self);
+}
+
+static PyTypeObject SlotBuilderType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "moonstream._native.SlotBuilder",
+    .tp_basicsize = sizeof(SlotBuilder),
+    .tp_dealloc = slot_builder_dealloc,
+    .tp_vectorcall_offset = offsetof(SlotBuilder, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "Builds one slotted class from positional values (fields.positional_builder).",
+};
+
+/* slot_builder(cls, descriptors): the builder, or NotImplemented when `cls` or a descriptor is not
+ * what it handles: a class that object.__new__ allocates plainly (no own __new__, not abstract,
+ * no __dict__) and, per field in order, the writable object slot of `cls` itself. */
+static PyObject *
+slot_builder(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyType_Check(args[0]) || !PyTuple_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "slot_builder(cls, descriptors)");
+        return NULL;
+    }
+    PyTypeObject *cls = (PyTypeObject *)args[0];
+    PyObject *descriptors = args[1];
+    Py_ssize_t fields = PyTuple_GET_SIZE(descriptors);
+    if (fields > 16 || cls->tp_new != PyBaseObject_Type.tp_new || cls->tp_alloc != PyType_GenericAlloc ||
+        (cls->tp_flags & Py_TPFLAGS_IS_ABSTRACT) || cls->tp_dictoffset != 0 ||
+        (cls->tp_flags & Py_TPFLAGS_MANAGED_DICT)) {
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    SlotBuilder *self = PyObject_New(SlotBuilder, &SlotBuilderType);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->vectorcall = slot_builder_call;
+    self->cls = (PyTypeObject *)Py_NewRef(cls);
+    self->fields = fields;
+    for (Py_ssize_t i = 0; i < fields; i++) {
+        PyObject *descriptor = PyTuple_GET_ITEM(descriptors, i);
+        if (!Py_IS_TYPE(descriptor, &PyMemberDescr_Type) ||
+            ((PyDescrObject *)descriptor)->d_type != cls) {
+            Py_DECREF(self);
+            Py_RETURN_NOTIMPLEMENTED;
+        }
+        PyMemberDef *member = ((PyMemberDescrObject *)descriptor)->d_member;
+        if (member->type != T_OBJECT_EX || (member->flags & READONLY)) {
+            Py_DECREF(self);
+            Py_RETURN_NOTIMPLEMENTED;
+        }
+        self->offsets[i] = member->offset;
+    }
+    return (PyObject *)self;
+}
+
 static PyMethodDef native_methods[] = {
     {"cached_levels", (PyCFunction)(void (*)(void))cached_levels, METH_FASTCALL,
      "A depth message's levels through the number caches (fields._cached_levels)."},
@@ -1329,6 +1426,8 @@ static PyMethodDef native_methods[] = {
      "normalize_records' loop for the records binance_event parses, up to the next other record."},
     {"set_levels", (PyCFunction)(void (*)(void))set_levels, METH_FASTCALL,
      "One side's levels into a Binance-style book (BinanceBook._set_levels)."},
+    {"slot_builder", (PyCFunction)(void (*)(void))slot_builder, METH_FASTCALL,
+     "A compiled positional builder of a slotted class, else NotImplemented."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1366,7 +1465,7 @@ intern_all(void)
 PyMODINIT_FUNC
 PyInit__native(void)
 {
-    if (intern_all() < 0) {
+    if (intern_all() < 0 || PyType_Ready(&SlotBuilderType) < 0) {
         return NULL;
     }
     return PyModule_Create(&native_module);
