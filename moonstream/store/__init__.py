@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from moonstream.store.base import (
@@ -27,7 +28,9 @@ from moonstream.store.retry import (
     call_with_retries,
     retry_delay,
 )
-from moonstream.store.s3 import S3Store
+
+if TYPE_CHECKING:
+    from moonstream.store.s3 import S3Store
 
 __all__ = [
     "DEFAULT_RETRY_POLICY",
@@ -55,6 +58,16 @@ __all__ = [
 
 ENDPOINT_ENV_VARS = ("MOONSTREAM_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 """Where an S3 endpoint override is looked up, first non-empty wins."""
+
+
+def __getattr__(name: str) -> Any:
+    """``S3Store`` on first use: boto3 takes about as long to import as the rest of the package,
+    and a job on a local store (a backfill worker, ``moonstream run``) never needs it."""
+    if name == "S3Store":
+        from moonstream.store.s3 import S3Store
+
+        return S3Store
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def s3_endpoint_from_env() -> str | None:
@@ -88,6 +101,8 @@ def open_store(url: str, *, fsync_each_write: bool = True) -> Store:
     if scheme == "s3":
         if not parts.netloc or parts.query or parts.fragment:
             raise ValueError(f"invalid S3 URL {url!r}: use s3://bucket or s3://bucket/prefix")
+        from moonstream.store.s3 import S3Store
+
         return S3Store(parts.netloc, unquote(parts.path).strip("/"), endpoint_url=s3_endpoint_from_env())
     raise ValueError(
         f"unsupported store URL scheme {parts.scheme!r} in {url!r}: "
