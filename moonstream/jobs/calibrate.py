@@ -29,7 +29,7 @@ from moonstream.collector.rawfile import ReadReport, read_minute
 from moonstream.jobs.engines import aggression, calibrator, tape
 from moonstream.jobs.engines.inference import BUFFER
 from moonstream.jobs.engines.leverage import leverage_config
-from moonstream.jobs.events import Event, Liquidation, Trade
+from moonstream.jobs.events import EVENT_TYPES, Event, Liquidation, Trade
 from moonstream.jobs.normalize import NormalizeStats, normalize_records
 from moonstream.publish.encode import canonical_json
 from moonstream.store.base import ObjectMeta, ObjectNotFound, PreconditionFailed, Store
@@ -44,6 +44,7 @@ SCHEMA_VERSION = 1
 WINDOW_MINUTES = calibrator.WINDOW_MINUTES
 _META = ObjectMeta("application/json")
 _CAS_ATTEMPTS = 8
+_IGNORED = frozenset(t for t in EVENT_TYPES if not issubclass(t, (Trade, Liquidation)))
 
 
 def pointer_key(symbol: str) -> str:
@@ -103,10 +104,21 @@ def _latest_before(store: Store, symbol: str, minute: int) -> str | None:
     return ends[i - 1][1] if i else None
 
 
+def _latest_version(store: Store, symbol: str, minute: int) -> tuple[str | None, dict[str, Any] | None]:
+    """``(key, document)`` of the newest version whose window end is ``<= minute`` (see
+    :func:`_latest_before`), or ``(None, None)``. The live case, the version of the last quarter hour,
+    takes a single read (no head first)."""
+    key = version_key(symbol, minute // WINDOW_MINUTES * WINDOW_MINUTES)
+    doc = _read_json(store, key)
+    if doc is not None:
+        return key, doc
+    latest = _latest_before(store, symbol, minute)
+    return latest, None if latest is None else _read_json(store, latest)
+
+
 def read_version_before(store: Store, symbol: str, minute: int) -> dict[str, Any] | None:
     """The newest version document with window end ``<= minute``, or None."""
-    key = _latest_before(store, symbol, minute)
-    return None if key is None else _read_json(store, key)
+    return _latest_version(store, symbol, minute)[1]
 
 
 def weights_for_minute(store: Store, symbol: str, minute: int) -> dict[str, float] | None:
@@ -118,11 +130,17 @@ def weights_for_minute(store: Store, symbol: str, minute: int) -> dict[str, floa
 
 def bars_from_events(events: Sequence[Event], minute: int) -> calibrator.MinuteBar | None:
     """The minute's bar from its trades (picked as the liquidation engine does), or None."""
-    trades = aggression.pick_trades(e for e in events if isinstance(e, Trade))
+    return _bar(aggression.pick_trades(e for e in events if isinstance(e, Trade)), minute)
+
+
+def _bar(trades: Sequence[Trade], minute: int) -> calibrator.MinuteBar | None:
     if not trades:
         return None
-    prices = [float(t.price) for t in trades]
-    return calibrator.MinuteBar(minute, prices[0], max(prices), min(prices), prices[-1])
+    prices = [t.price for t in trades]
+    # float() is monotonic, so the float of the extreme decimal is the extreme of the floats
+    return calibrator.MinuteBar(
+        minute, float(prices[0]), float(max(prices)), float(min(prices)), float(prices[-1])
+    )
 
 
 def _observations(events: Sequence[Event], minute: int) -> list[calibrator.LiquidationObs]:
@@ -147,9 +165,17 @@ def window_minute(
     events: Sequence[Event], minute: int, read_errors: int, normalize_errors: int
 ) -> WindowMinute:
     """The calibration inputs of one minute from its normalized events (pure)."""
-    return WindowMinute(
-        bars_from_events(events, minute), tuple(_observations(events, minute)), read_errors, normalize_errors
-    )
+    trades: list[Trade] = []
+    liqs: list[Liquidation] = []
+    for e in events:
+        if type(e) in _IGNORED:  # most events (book updates): one set lookup
+            continue
+        if isinstance(e, Trade):
+            trades.append(e)
+        elif isinstance(e, Liquidation):
+            liqs.append(e)
+    bar = _bar(aggression.pick_trades(trades), minute)
+    return WindowMinute(bar, tuple(_observations(liqs, minute)), read_errors, normalize_errors)
 
 
 def _read_window_minute(store: Store, symbol: str, minute: int) -> WindowMinute:
@@ -227,8 +253,7 @@ def compute_window(
     ``cached(minute)`` may supply a minute's inputs as its minute job computed them (see
     :class:`WindowMinutes`); minutes it does not know are read from the store."""
     config = leverage_config(symbol)
-    prev_key = _latest_before(store, symbol, window_end - 1)
-    prev = None if prev_key is None else _read_json(store, prev_key)
+    prev_key, prev = _latest_version(store, symbol, window_end - 1)
     if prev is not None and prev.get("engine_version") == calibrator.ENGINE_VERSION:
         old_weights = {int(t): float(w) for t, w in prev["weights"].items()}
         memory = calibrator.CalibratorMemory.from_document(prev.get("memory"))

@@ -21,20 +21,14 @@ from moonstream.jobs.engines.market import decimal_text
 from moonstream.jobs.events import TakerSide, Trade
 
 HISTORY_MINUTES = 10
+_BUY, _SELL = TakerSide.BUY, TakerSide.SELL  # enum class attribute lookups are slow (EnumType.__getattr__)
 
 
 def pick_trades(trades: Iterable[Trade]) -> list[Trade]:
     """Per exchange, individual trades if the minute has any, else aggregated ones; receive order kept."""
     ordered = list(trades)
-    by_exchange: dict[str, list[Trade]] = {}
-    for trade in ordered:
-        by_exchange.setdefault(trade.exchange, []).append(trade)
-    keep: set[int] = set()
-    for exchange_trades in by_exchange.values():
-        singles = [t for t in exchange_trades if not t.aggregated]
-        chosen = singles if singles else exchange_trades
-        keep.update(id(t) for t in chosen)
-    return [t for t in ordered if id(t) in keep]
+    with_singles = {t.exchange for t in ordered if not t.aggregated}
+    return [t for t in ordered if not t.aggregated or t.exchange not in with_singles]
 
 
 @dataclass(frozen=True)
@@ -51,8 +45,13 @@ class MinuteAggression:
 
 def minute_aggression(trades: Sequence[Trade]) -> MinuteAggression:
     """Taker buy/sell USD of already-picked trades."""
-    buy = sum((t.notional_usd for t in trades if t.taker_side is TakerSide.BUY), Decimal(0))
-    sell = sum((t.notional_usd for t in trades if t.taker_side is TakerSide.SELL), Decimal(0))
+    buy = sell = Decimal(0)
+    for t in trades:  # each side summed in trade order, as ``sum`` would
+        side = t.taker_side
+        if side is _BUY:
+            buy += t.price * t.qty  # Trade.notional_usd
+        elif side is _SELL:
+            sell += t.price * t.qty
     return MinuteAggression(buy, sell)
 
 

@@ -51,7 +51,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -257,6 +258,55 @@ def _levels(
     return out
 
 
+def _suffix_extremes(values: Sequence[float], pick: Callable[[float, float], float]) -> list[float]:
+    """``[pick(values[i:]) for i in ...]``: the lowest (``min``) or highest (``max``) value from each
+    position on (comparisons only, so "a later value reaches x" is "the suffix extreme reaches x")."""
+    out = list(values)
+    for i in range(len(out) - 2, -1, -1):
+        out[i] = pick(out[i], out[i + 1])
+    return out
+
+
+def _approaches_and_crossings(
+    levels: Mapping[tuple[str, int], Sequence[tuple[int, float]]],
+    cache: Sequence[MinuteBar],
+    tiers: Sequence[int],
+    first: int,
+) -> tuple[dict[int, int], dict[int, int], dict[tuple[str, int], dict[int, list[float]]]]:
+    """Rule 4 per tier: approaches (a window bar after the entry came within ``APPROACH_PCT`` of the
+    level), crossings (the first bar after the entry that reached the level is in the window) and,
+    per (side, tier), the levels first crossed in each minute. ``cache`` is in minute order (and,
+    as trade prices, free of NaN)."""
+    minutes = [b.minute for b in cache]
+    lows, highs = [b.low for b in cache], [b.high for b in cache]
+    low_from, high_from = _suffix_extremes(lows, min), _suffix_extremes(highs, max)
+    in_window = bisect_left(minutes, first)  # the first bar with minute >= first
+    approaches = {t: 0 for t in tiers}
+    crossings = {t: 0 for t in tiers}
+    crossed_at: dict[tuple[str, int], dict[int, list[float]]] = {}
+    for (side, tier), entries in levels.items():
+        long = side == "long"
+        by_minute: dict[int, list[float]] = {}
+        for m, level in entries:
+            later = bisect_right(minutes, m)  # bars [later:] are those after the entry minute
+            tested = max(later, in_window)
+            if tested < len(cache) and (
+                low_from[tested] <= level * (1 + APPROACH_PCT)
+                if long
+                else high_from[tested] >= level * (1 - APPROACH_PCT)
+            ):
+                approaches[tier] += 1
+            if later < len(cache) and (low_from[later] <= level if long else high_from[later] >= level):
+                i = later
+                while not (lows[i] <= level if long else highs[i] >= level):
+                    i += 1
+                if minutes[i] >= first:
+                    crossings[tier] += 1
+                    by_minute.setdefault(minutes[i], []).append(level)
+        crossed_at[(side, tier)] = by_minute
+    return approaches, crossings, crossed_at
+
+
 def calibrate_window(
     weights: Mapping[int, float],
     tiers: Sequence[int],
@@ -285,27 +335,7 @@ def calibrate_window(
     tau, delta = TAU_PCT_BASE * scale, DELTA_PCT_BASE * scale
     levels = _levels(cache, tiers, memory.bias, buffer)
 
-    approaches = {t: 0 for t in tiers}
-    crossings = {t: 0 for t in tiers}
-    # (side, tier) -> first-crossing minute -> levels first crossed in that minute
-    crossed_at: dict[tuple[str, int], dict[int, list[float]]] = {}
-    for (side, tier), entries in levels.items():
-        by_minute: dict[int, list[float]] = {}
-        for m, level in entries:
-            reach = level * (1 + APPROACH_PCT) if side == "long" else level * (1 - APPROACH_PCT)
-            later = [b for b in cache if b.minute > m]
-            if any(
-                ((b.low <= reach) if side == "long" else (b.high >= reach)) and b.minute >= first
-                for b in later
-            ):
-                approaches[tier] += 1
-            cross = next(
-                ((b.minute) for b in later if (b.low <= level if side == "long" else b.high >= level)), None
-            )
-            if cross is not None and cross >= first:
-                crossings[tier] += 1
-                by_minute.setdefault(cross, []).append(level)
-        crossed_at[(side, tier)] = by_minute
+    approaches, crossings, crossed_at = _approaches_and_crossings(levels, cache, tiers, first)
 
     resp = {t: 0.0 for t in tiers}
     hits = {t: 0.0 for t in tiers}

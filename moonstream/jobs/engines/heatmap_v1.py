@@ -18,9 +18,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-import numpy as np
-
-from moonstream.jobs.engines.heatmap_v2 import RawHeatmap, grid_arrays
+from moonstream.jobs.engines.heatmap_v2 import RawHeatmap, grid_arrays, percentile, window_buckets
 from moonstream.jobs.engines.tape import SIDES, bucket_price, grid
 from moonstream.jobs.engines.zone_tracker import top_zones
 
@@ -34,13 +32,19 @@ def v1_document(
     window: tuple[int, int],
     step: Decimal,
     minute: int,
+    arrays: Mapping[str, list[float]] | None = None,
 ) -> dict[str, Any]:
-    """The V1 body for one minute."""
+    """The V1 body for one minute (``arrays``: the window's :func:`grid_arrays`, if already built)."""
     lo, hi = window
-    arrays = grid_arrays(raw, lo, hi)
-    scores = [v for side in SIDES for v in arrays[f"{side}_intensity"] if v > 0]
-    p50 = float(np.percentile(np.array(scores), 50)) if scores else 0.0
-    p95 = float(np.percentile(np.array(scores), 95)) if scores else 0.0
+    if arrays is None:
+        arrays = grid_arrays(raw, lo, hi)
+    # Cells outside the raw buckets are 0.0 in every array, and every formula below maps 0.0 to 0.0,
+    # so only the buckets' cells are computed.
+    cells = {side: [b.index - lo for b in window_buckets(raw, side, lo, hi)] for side in SIDES}
+    scores = [v for side in SIDES for i in cells[side] if (v := arrays[f"{side}_intensity"][i]) > 0]
+    scores.sort()
+    p50 = percentile(scores, 50) if scores else 0.0
+    p95 = percentile(scores, 95) if scores else 0.0
     prices = grid(lo, hi, step)
     body: dict[str, Any] = {
         "ts": (minute + 1) * 60,
@@ -52,15 +56,18 @@ def v1_document(
     }
     suffix = symbol.lower()
     for side in SIDES:
-        values = arrays[f"{side}_intensity"]
-        body[f"{side}_intensity"] = [round(min(1.0, v / p95), 4) if p95 > 0 else 0.0 for v in values]
+        values, intensity = arrays[f"{side}_intensity"], [0.0] * len(prices)
+        if p95 > 0:
+            for i in cells[side]:
+                intensity[i] = round(min(1.0, values[i] / p95), 4)
+        body[f"{side}_intensity"] = intensity
     for side in SIDES:
         body[f"{side}_notional_usd"] = arrays[f"{side}_notional_usd"]
     for side in SIDES:
-        body[f"{side}_size_{suffix}"] = [
-            round(usd / price, 6) if price > 0 else 0.0
-            for usd, price in zip(arrays[f"{side}_notional_usd"], prices, strict=True)
-        ]
+        usd, size = arrays[f"{side}_notional_usd"], [0.0] * len(prices)
+        for i in cells[side]:
+            size[i] = round(usd[i] / prices[i], 6) if prices[i] > 0 else 0.0
+        body[f"{side}_size_{suffix}"] = size
     body["top_long_zones"] = top_zones(tracker, "long", minute, step)
     body["top_short_zones"] = top_zones(tracker, "short", minute, step)
     body["norm"] = {"method": "p50_p95", "p50": round(p50, 6), "p95": round(p95, 6)}

@@ -23,12 +23,10 @@ Per side:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
-
-import numpy as np
+from typing import Any, NamedTuple
 
 from moonstream.jobs.engines.tape import SIDES, bucket_index, bucket_price
 
@@ -43,18 +41,20 @@ RANGE_PCT = 0.10
 MAX_GRID_BUCKETS = 1000
 
 
-@dataclass(frozen=True)
-class Bucket:
+# Buckets and pools are immutable named tuples rather than frozen dataclasses: a minute builds
+# hundreds of them, and a frozen dataclass's __init__ costs four times as much.
+
+
+class Bucket(NamedTuple):
     """One price bucket of one side: measured USD from each source and the normalized score."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # the bucket index, shadowing tuple.index on purpose
     tape_usd: float
     projection_usd: float
     score: float
 
 
-@dataclass(frozen=True)
-class Pool:
+class Pool(NamedTuple):
     """A cluster of buckets (raw: no display boost)."""
 
     side: str
@@ -87,10 +87,29 @@ class RawHeatmap:
     p99: Mapping[str, Mapping[str, float]]
 
 
-def p99(values: Sequence[float]) -> float:
+def percentile(ordered: Sequence[float], q: int) -> float:
+    """``np.percentile(ordered, q)`` (method "linear") of ascending, non-empty, NaN-free floats.
+
+    The same float operations in the same order as numpy's (virtual index ``(n - 1) × q/100``, then
+    its ``_lerp``), hence the same bits, without numpy's per-call overhead."""
+    last = len(ordered) - 1
+    virtual = last * (q / 100)
+    if virtual >= last:  # numpy then takes index -1 for both neighbours
+        below = above = last
+        gamma = virtual + 1
+    else:
+        below = int(virtual)  # floor: virtual >= 0
+        above = below + 1
+        gamma = virtual - below
+    a, b = ordered[below], ordered[above]
+    diff = b - a
+    return float(b - diff * (1 - gamma)) if gamma >= 0.5 else float(a + diff * gamma)
+
+
+def p99(values: Iterable[float]) -> float:
     """99th percentile of the positive values (0.0 when there are none)."""
-    positive = sorted(v for v in values if v > 0)
-    return float(np.percentile(np.array(positive), 99)) if positive else 0.0
+    positive = sorted([v for v in values if v > 0])
+    return percentile(positive, 99) if positive else 0.0
 
 
 def combine_side(
@@ -113,28 +132,33 @@ def cluster(side: str, buckets: Sequence[Bucket], src: float, step: Decimal) -> 
     """Greedy price-ordered clustering (width ≤ 2 × radius × src)."""
     width = 2 * CLUSTER_RADIUS_PCT * src
     groups: list[list[Bucket]] = []
+    prices: list[list[float]] = []  # bucket prices of each group
+    first = 0.0  # price of the current group's lowest bucket
     for bucket in buckets:
-        if groups and bucket_price(bucket.index, step) - bucket_price(groups[-1][0].index, step) <= width:
+        price = bucket_price(bucket.index, step)
+        if groups and price - first <= width:
             groups[-1].append(bucket)
+            prices[-1].append(price)
         else:
             groups.append([bucket])
-    pools = []
-    for group in groups:
-        score = sum(b.score for b in group)
-        price = sum(bucket_price(b.index, step) * b.score for b in group) / score
-        pools.append(
-            Pool(
-                side,
-                price,
-                bucket_price(group[0].index, step),
-                bucket_price(group[-1].index, step),
-                sum(b.tape_usd for b in group),
-                sum(b.projection_usd for b in group),
-                score,
-                len(group),
-            )
-        )
-    return pools
+            prices.append([price])
+            first = price
+    return [_pool(side, group, group_prices) for group, group_prices in zip(groups, prices, strict=True)]
+
+
+def _pool(side: str, group: Sequence[Bucket], prices: Sequence[float]) -> Pool:
+    score = sum(b.score for b in group)
+    price = sum(p * b.score for p, b in zip(prices, group, strict=True)) / score
+    return Pool(
+        side,
+        price,
+        prices[0],
+        prices[-1],
+        sum(b.tape_usd for b in group),
+        sum(b.projection_usd for b in group),
+        score,
+        len(group),
+    )
 
 
 def select_pools(pools: Sequence[Pool]) -> list[Pool]:
@@ -142,7 +166,8 @@ def select_pools(pools: Sequence[Pool]) -> list[Pool]:
     eligible = [p for p in pools if p.notional_usd >= MIN_NOTIONAL_USD]
     by_score = sorted(eligible, key=lambda p: (-p.score, p.price))
     reserved = [p for p in by_score if p.tape_usd > 0][:TAPE_RESERVED_POOLS]
-    rest = [p for p in by_score if p not in reserved]
+    taken = {id(p) for p in reserved}  # pools are distinct (disjoint price ranges): identity is equality
+    rest = [p for p in by_score if id(p) not in taken]
     chosen = reserved + rest[: MAX_POOLS_PER_SIDE - len(reserved)]
     top = max((p.score for p in chosen), default=0.0)
     scaled = [
@@ -210,16 +235,20 @@ def grid_window(src: float, step: Decimal) -> tuple[int, int]:
     return lo, hi
 
 
+def window_buckets(raw: RawHeatmap, side: str, lo: int, hi: int) -> list[Bucket]:
+    """The side's buckets with an index in ``[lo, hi]``, in index order."""
+    return [b for b in raw.buckets[side] if lo <= b.index <= hi]
+
+
 def grid_arrays(raw: RawHeatmap, lo: int, hi: int) -> dict[str, list[float]]:
     """Per-bucket arrays over the window: raw score (``*_intensity``) and measured USD per side."""
     out: dict[str, list[float]] = {}
     for side in SIDES:
         intensity = [0.0] * (hi - lo + 1)
         notional = [0.0] * (hi - lo + 1)
-        for b in raw.buckets[side]:
-            if lo <= b.index <= hi:
-                intensity[b.index - lo] = round(b.score, 4)
-                notional[b.index - lo] = round(b.tape_usd + b.projection_usd, 2)
+        for b in window_buckets(raw, side, lo, hi):
+            intensity[b.index - lo] = round(b.score, 4)
+            notional[b.index - lo] = round(b.tape_usd + b.projection_usd, 2)
         out[f"{side}_intensity"] = intensity
         out[f"{side}_notional_usd"] = notional
     return out

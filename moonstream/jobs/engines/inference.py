@@ -87,6 +87,8 @@ def liquidation_price(entry: float, leverage: int, side: str, buffer: float = BU
 
 def bucket_total(tiers: Mapping[str, float]) -> float:
     """A bucket's USD: the sum of its tiers in tier order (fixed summation order)."""
+    if len(tiers) < 2:
+        return sum(tiers.values())
     return sum(tiers[t] for t in sorted(tiers, key=int))
 
 
@@ -95,14 +97,25 @@ def side_totals(projections: Mapping[str, Mapping[str, float]]) -> dict[str, flo
     return {k: bucket_total(projections[k]) for k in sorted(projections, key=int)}
 
 
+def _scale_bucket(tiers: Mapping[str, float], factor: float, floor: float) -> dict[str, float] | None:
+    """The bucket's tiers × ``factor`` in tier order, without those <= 0; None when nothing is left
+    or the bucket's total is under ``floor``."""
+    scaled = {}
+    for t in tiers if len(tiers) < 2 else sorted(tiers, key=int):
+        value = tiers[t] * factor
+        if value > 0:
+            scaled[t] = value
+    # already in tier order, so the plain sum is bucket_total()
+    return scaled if scaled and sum(scaled.values()) >= floor else None
+
+
 def _scale(
     side: Mapping[str, Mapping[str, float]], factor: float, floor: float
 ) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for key in sorted(side, key=int):
-        tiers = {t: v * factor for t, v in sorted(side[key].items(), key=lambda kv: int(kv[0]))}
-        tiers = {t: v for t, v in tiers.items() if v > 0}
-        if tiers and bucket_total(tiers) >= floor:
+        tiers = _scale_bucket(side[key], factor, floor)
+        if tiers is not None:
             out[key] = tiers
     return out
 
@@ -110,15 +123,15 @@ def _scale(
 def _sweep(projections: Projections, side: str, high: float, low: float, step: Decimal) -> int:
     swept = 0
     buckets = projections[side]
-    for key in sorted(buckets, key=int):
+    for key in list(buckets):  # buckets are independent: the order does not matter
         price = bucket_price(int(key), step)
         hit = price >= low if side == "long" else price <= high
         if not hit:
             continue
         swept += 1
-        remaining = _scale({key: buckets[key]}, 1.0 - SWEEP_REDUCTION_FACTOR, SWEEP_MIN_BUCKET_USD)
-        if remaining:
-            buckets[key] = remaining[key]
+        remaining = _scale_bucket(buckets[key], 1.0 - SWEEP_REDUCTION_FACTOR, SWEEP_MIN_BUCKET_USD)
+        if remaining is not None:
+            buckets[key] = remaining
         else:
             del buckets[key]
     return swept

@@ -25,7 +25,7 @@ from moonstream.jobs.engines import aggression, heatmap_v2, inference, tape, zon
 from moonstream.jobs.engines.heatmap_v1 import v1_document
 from moonstream.jobs.engines.leverage import LeverageConfig, leverage_config
 from moonstream.jobs.engines.market import decimal_text
-from moonstream.jobs.events import Event, Liquidation, MarkPrice, OpenInterest, Trade
+from moonstream.jobs.events import EVENT_TYPES, Event, Liquidation, MarkPrice, OpenInterest, Trade
 
 ENGINE_VERSION = "liquidations-1"
 PRODUCTS: tuple[str, ...] = (
@@ -38,6 +38,10 @@ PRODUCTS: tuple[str, ...] = (
     "oi",
 )
 _CENT = Decimal("0.01")
+# Exact event types that are none of the used ones (book updates: most of a minute), skipped with one
+# set lookup; anything else goes through the isinstance() chain.
+_USED = (Trade, Liquidation, MarkPrice, OpenInterest)
+_IGNORED = frozenset(t for t in EVENT_TYPES if not issubclass(t, _USED))
 
 
 def _config(symbol: str, state: Mapping[str, Any]) -> LeverageConfig:
@@ -63,6 +67,29 @@ def _price_context(
         if last is not None
         else (None, None, None, None)
     )
+
+
+def _split_events(
+    events: Sequence[Event],
+) -> tuple[list[Trade], list[Liquidation], list[MarkPrice], dict[str, Decimal]]:
+    """One pass over the minute: its trades, liquidations, mark prices (receive order each) and the
+    last valid open interest report per exchange (exchanges in name order)."""
+    trades: list[Trade] = []
+    liqs: list[Liquidation] = []
+    marks: list[MarkPrice] = []
+    oi_reports: dict[str, Decimal] = {}
+    for e in events:
+        if type(e) in _IGNORED:
+            continue
+        if isinstance(e, Trade):
+            trades.append(e)
+        elif isinstance(e, Liquidation):
+            liqs.append(e)
+        elif isinstance(e, MarkPrice):
+            marks.append(e)
+        elif isinstance(e, OpenInterest) and e.open_interest_base >= 0:
+            oi_reports[e.exchange] = e.open_interest_base
+    return trades, liqs, marks, dict(sorted(oi_reports.items()))
 
 
 def _usd(base: Decimal, price: Decimal | None) -> str | None:
@@ -127,17 +154,17 @@ def _zone_products(
         }
     heat = [
         {
-            "price": tape.bucket_price(z["index"], step),
+            "price": item["price"],
             "side": z["side"],
-            "weight": round(z["weight"], 4),
-            "leverage_min": min((int(t) for t in z["tiers"]), default=None),
-            "leverage_max": max((int(t) for t in z["tiers"]), default=None),
+            "weight": item["weight"],
+            "leverage_min": item["leverage_min"],
+            "leverage_max": item["leverage_max"],
             "notional_usd": z.get("notional_usd"),
             "tape_usd": z.get("tape_usd"),
             "projection_usd": z.get("projection_usd"),
             "notional_minute": z.get("notional_minute"),
         }
-        for z in zstate["zones"]
+        for z, item in zip(zstate["zones"], items, strict=True)
     ]
     return {
         "liq_zones": {"zones": items, "events": events},
@@ -158,14 +185,8 @@ def step_liquidations(
     config = _config(symbol, state)
     last_minute = state.get("minute")
     gap = max(1, minute - int(last_minute)) if last_minute is not None else 1
-    trades = aggression.pick_trades(e for e in events if isinstance(e, Trade))
-    liqs = [e for e in events if isinstance(e, Liquidation)]
-    marks = [e for e in events if isinstance(e, MarkPrice)]
-    oi_reports: dict[str, Decimal] = {}
-    for e in events:
-        if isinstance(e, OpenInterest) and e.open_interest_base >= 0:
-            oi_reports[e.exchange] = e.open_interest_base
-    oi_reports = dict(sorted(oi_reports.items()))
+    all_trades, liqs, marks, oi_reports = _split_events(events)
+    trades = aggression.pick_trades(all_trades)
     src, high, low, ref_price = _price_context(trades, marks, state)
 
     agg_now = aggression.minute_aggression(trades)
@@ -206,8 +227,16 @@ def step_liquidations(
     tracker_state = zone_tracker.step_tracker(state.get("tracker", {}), candidates, minute)
 
     window = heatmap_v2.grid_window(src, step) if src else (0, -1)
+    arrays = heatmap_v2.grid_arrays(raw, *window)
     v1 = v1_document(
-        raw, tracker_state, symbol=symbol, src=src or 0.0, window=window, step=step, minute=minute
+        raw,
+        tracker_state,
+        symbol=symbol,
+        src=src or 0.0,
+        window=window,
+        step=step,
+        minute=minute,
+        arrays=arrays,
     )
     if not src:
         v1.update(src=None, price_min=None, price_max=None)
@@ -218,7 +247,7 @@ def step_liquidations(
         "price_max": v1["price_max"],
         "range_pct": heatmap_v2.RANGE_PCT,
         "prices": v1["prices"],
-        **heatmap_v2.grid_arrays(raw, *window),
+        **arrays,
         "long_levels": levels["long"],
         "short_levels": levels["short"],
         "meta": {

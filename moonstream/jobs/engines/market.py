@@ -10,16 +10,21 @@ trade, otherwise aggregated trades (``aggTrade``), never both (they describe the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from moonstream.jobs.events import Event, LiquidatedSide, Liquidation, TakerSide, Trade
+from moonstream.jobs.events import EVENT_TYPES, Event, LiquidatedSide, Liquidation, TakerSide, Trade
 
 ENGINE_VERSION = "market-1"
 
 _ZERO = Decimal(0)
+# Enum members and iteration once: enum class attribute lookups are slow (EnumType.__getattr__).
+_BUY, _SELL = TakerSide.BUY, TakerSide.SELL
+_TAKER_SIDES = tuple(TakerSide)
+_LIQ_SIDES = tuple(LiquidatedSide)
+_IGNORED = frozenset(t for t in EVENT_TYPES if not issubclass(t, (Trade, Liquidation)))
 
 
 def decimal_text(value: Decimal) -> str:
@@ -39,21 +44,26 @@ class _Flow:
     low: Decimal | None = None
     close: Decimal | None = None
     trades: int = 0
-    base: dict[TakerSide, Decimal] = field(default_factory=lambda: {s: _ZERO for s in TakerSide})
-    quote: dict[TakerSide, Decimal] = field(default_factory=lambda: {s: _ZERO for s in TakerSide})
+    base: dict[TakerSide, Decimal] = field(default_factory=lambda: {s: _ZERO for s in _TAKER_SIDES})
+    quote: dict[TakerSide, Decimal] = field(default_factory=lambda: {s: _ZERO for s in _TAKER_SIDES})
 
-    def add(self, trade: Trade) -> None:
-        price = trade.price
+    def add_all(self, trades: Sequence[Trade]) -> None:
+        """Add trades in order (as one ``add`` per trade would: the first max/min wins ties)."""
+        if not trades:
+            return
+        prices = [t.price for t in trades]
         if self.open is None:
-            self.open = self.high = self.low = price
+            self.open, self.high, self.low = prices[0], max(prices), min(prices)
         else:
             assert self.high is not None and self.low is not None
-            self.high = max(self.high, price)
-            self.low = min(self.low, price)
-        self.close = price
-        self.trades += 1
-        self.base[trade.taker_side] += trade.qty
-        self.quote[trade.taker_side] += trade.qty * price
+            self.high, self.low = max(self.high, *prices), min(self.low, *prices)
+        self.close = prices[-1]
+        self.trades += len(trades)
+        base, quote = self.base, self.quote
+        for trade in trades:
+            side, qty = trade.taker_side, trade.qty
+            base[side] += qty
+            quote[side] += qty * trade.price
 
     def document(self, source: str | None) -> dict[str, Any]:
         ohlc = None
@@ -72,10 +82,10 @@ class _Flow:
             "trade_source": source,
             "ohlc": ohlc,
             "trade_count": self.trades,
-            "taker_buy_base": decimal_text(self.base[TakerSide.BUY]),
-            "taker_sell_base": decimal_text(self.base[TakerSide.SELL]),
-            "taker_buy_quote": decimal_text(self.quote[TakerSide.BUY]),
-            "taker_sell_quote": decimal_text(self.quote[TakerSide.SELL]),
+            "taker_buy_base": decimal_text(self.base[_BUY]),
+            "taker_sell_base": decimal_text(self.base[_SELL]),
+            "taker_buy_quote": decimal_text(self.quote[_BUY]),
+            "taker_sell_quote": decimal_text(self.quote[_SELL]),
         }
 
 
@@ -116,36 +126,35 @@ def step_market(state: dict[str, Any], events: Iterable[Event]) -> tuple[dict[st
     trades_by_exchange: dict[str, list[Trade]] = {}
     liqs_by_exchange: dict[str, dict[LiquidatedSide, _LiqTotals]] = {}
     for event in events:
+        if type(event) in _IGNORED:  # most events (book updates): one set lookup
+            continue
         if isinstance(event, Trade):
             trades_by_exchange.setdefault(str(event.exchange), []).append(event)
         elif isinstance(event, Liquidation):
-            per_side = liqs_by_exchange.setdefault(
-                str(event.exchange), {s: _LiqTotals() for s in LiquidatedSide}
-            )
+            per_side = liqs_by_exchange.setdefault(str(event.exchange), {s: _LiqTotals() for s in _LIQ_SIDES})
             per_side[event.side].add(event)
 
     last_price: dict[str, str] = dict(state.get("last_price", {}))
     exchanges: dict[str, Any] = {}
-    total_liqs = {s: _LiqTotals() for s in LiquidatedSide}
+    total_liqs = {s: _LiqTotals() for s in _LIQ_SIDES}
     for exchange in sorted(set(trades_by_exchange) | set(liqs_by_exchange)):
         source, trades = _pick_trades(trades_by_exchange.get(exchange, []))
         flow = _Flow()
-        for trade in trades:
-            flow.add(trade)
+        flow.add_all(trades)
         if flow.close is not None:
             last_price[exchange] = decimal_text(flow.close)
-        liqs = liqs_by_exchange.get(exchange, {s: _LiqTotals() for s in LiquidatedSide})
+        liqs = liqs_by_exchange.get(exchange, {s: _LiqTotals() for s in _LIQ_SIDES})
         for side, totals in liqs.items():
             total_liqs[side].count += totals.count
             total_liqs[side].qty += totals.qty
             total_liqs[side].notional_usd += totals.notional_usd
         exchanges[exchange] = {
             **flow.document(source),
-            "liquidations": {side.value: liqs[side].document() for side in LiquidatedSide},
+            "liquidations": {side.value: liqs[side].document() for side in _LIQ_SIDES},
         }
     body = {
         "exchanges": exchanges,
-        "liquidations": {side.value: total_liqs[side].document() for side in LiquidatedSide},
+        "liquidations": {side.value: total_liqs[side].document() for side in _LIQ_SIDES},
         "last_price": dict(sorted(last_price.items())),
     }
     return {"last_price": dict(sorted(last_price.items()))}, body

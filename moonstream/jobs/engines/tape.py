@@ -29,6 +29,7 @@ BUCKET_STEPS: Mapping[str, Decimal] = {"BTC": Decimal("20"), "ETH": Decimal("1.0
 TAPE_DECAY = 0.995
 TAPE_MIN_BUCKET_USD = 1.0
 SIDES: tuple[str, str] = ("long", "short")
+_LONG = LiquidatedSide.LONG  # enum class attribute lookups are slow (EnumType.__getattr__)
 
 
 def bucket_step(symbol: str) -> Decimal:
@@ -45,14 +46,29 @@ def bucket_index(price: Decimal | float, step: Decimal) -> int:
     return int((value / step).to_integral_value(rounding=ROUND_HALF_EVEN))
 
 
+_STEP_RATIOS: dict[Decimal, tuple[int, int]] = {}
+
+
+def step_ratio(step: Decimal) -> tuple[int, int]:
+    """``step`` as an exact integer ratio ``(numerator, denominator)`` (cached: there are few steps)."""
+    ratio = _STEP_RATIOS.get(step)
+    if ratio is None:
+        ratio = _STEP_RATIOS[step] = step.as_integer_ratio()
+    return ratio
+
+
 def bucket_price(index: int, step: Decimal) -> float:
     """The price of bucket ``index``: ``index × step`` (exact decimal, then float)."""
-    return float(Decimal(index) * step)
+    # ``float(Decimal(index) * step)`` is the correctly rounded value of the exact product, and so
+    # is the integer true division below (CPython rounds int / int correctly): the same float.
+    num, den = step_ratio(step)
+    return index * num / den
 
 
 def grid(index_min: int, index_max: int, step: Decimal) -> list[float]:
     """Prices ``price_min + i × step`` for every bucket from ``index_min`` to ``index_max`` inclusive."""
-    return [bucket_price(index_min + i, step) for i in range(index_max - index_min + 1)]
+    num, den = step_ratio(step)
+    return [i * num / den for i in range(index_min, index_max + 1)]
 
 
 def decay_buckets(buckets: Mapping[str, float], factor: float, floor: float) -> dict[str, float]:
@@ -93,7 +109,7 @@ def step_tape(
     new = {side: NewEvents() for side in SIDES}
     per_exchange: dict[str, dict[str, NewEvents]] = {}
     for liq in liquidations:
-        side = "long" if liq.side is LiquidatedSide.LONG else "short"
+        side = "long" if liq.side is _LONG else "short"
         notional = liq.notional_usd
         new[side].count += 1
         new[side].notional_usd += notional

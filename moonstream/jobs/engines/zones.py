@@ -26,6 +26,7 @@ Every transition is reported as an event (``created``, ``reinforced``, ``swept``
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -58,25 +59,40 @@ def _event(kind: str, zone: Zone, minute: int, step: Decimal, **extra: Any) -> d
     }
 
 
-def _pool_tiers(pool: Pool, projection: Mapping[str, Mapping[str, float]], step: Decimal) -> dict[str, float]:
-    """USD per tier of the projection buckets inside the pool's price range."""
+def _ordered_keys(projection: Mapping[str, Mapping[str, float]]) -> tuple[list[int], list[str]]:
+    """The projection's bucket indexes and keys, in index order (for :func:`_pool_tiers`)."""
+    pairs = sorted((int(key), key) for key in projection)
+    return [i for i, _ in pairs], [key for _, key in pairs]
+
+
+def _pool_tiers(
+    pool: Pool,
+    projection: Mapping[str, Mapping[str, float]],
+    step: Decimal,
+    ordered: tuple[list[int], list[str]],
+) -> dict[str, float]:
+    """USD per tier of the projection buckets inside the pool's price range (``ordered``: the
+    projection's :func:`_ordered_keys`)."""
     lo, hi = bucket_index(pool.price_low, step), bucket_index(pool.price_high, step)
+    indexes, keys = ordered
     tiers: dict[str, float] = {}
-    for key in sorted(projection, key=int):
-        if lo <= int(key) <= hi:
-            for tier in sorted(projection[key], key=int):
-                tiers[tier] = tiers.get(tier, 0.0) + projection[key][tier]
+    for key in keys[bisect_left(indexes, lo) : bisect_right(indexes, hi)]:
+        bucket = projection[key]
+        for tier in bucket if len(bucket) < 2 else sorted(bucket, key=int):
+            tiers[tier] = tiers.get(tier, 0.0) + bucket[tier]
     return tiers
 
 
 def pool_weight(pool: Pool, tiers: Mapping[str, float]) -> tuple[float, dict[str, float]]:
     """``(a, tier contributions)`` for a pool: ``a = intensity × mix`` (see module docstring)."""
-    total = pool.tape_usd + sum(tiers[t] for t in sorted(tiers, key=int))
+    order = sorted(tiers, key=int)
+    total = pool.tape_usd + sum(tiers[t] for t in order)
     if total <= 0:
         return 0.0, {}
-    mix = (pool.tape_usd + sum(tiers[t] * v3_tier_weight(int(t)) for t in sorted(tiers, key=int))) / total
+    weights = [v3_tier_weight(int(t)) for t in order]
+    mix = (pool.tape_usd + sum(tiers[t] * w for t, w in zip(order, weights, strict=True))) / total
     a = pool.intensity * mix
-    return a, {t: a * tiers[t] / total for t in sorted(tiers, key=int) if v3_tier_weight(int(t)) > 0}
+    return a, {t: a * tiers[t] / total for t, w in zip(order, weights, strict=True) if w > 0}
 
 
 def _decay_sweep_expire(
@@ -200,11 +216,12 @@ def step_zones(
     by_key = {(z["side"], z["index"]): z for z in zones}
     if src:
         for side in ("long", "short"):
+            side_projection = projection.get(side, {})
+            ordered = _ordered_keys(side_projection)
             for pool in pools.get(side, ()):
                 if (side == "long" and pool.price < src) or (side == "short" and pool.price > src):
-                    _apply_pool(
-                        by_key, pool, _pool_tiers(pool, projection.get(side, {}), step), minute, step, events
-                    )
+                    tiers = _pool_tiers(pool, side_projection, step, ordered)
+                    _apply_pool(by_key, pool, tiers, minute, step, events)
     zones = _merge([by_key[k] for k in sorted(by_key)], minute, step, events)
     counters = {c: int(state.get("counters", {}).get(c, 0)) for c in COUNTERS}
     for event in events:
