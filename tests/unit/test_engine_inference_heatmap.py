@@ -188,3 +188,39 @@ def test_grid_window_is_capped_at_1000_buckets() -> None:
     assert (lo, hi) == (2700, 3300)
     lo, hi = heatmap_v2.grid_window(150_000.0, STEP)
     assert hi - lo + 1 == 1000
+
+
+# --- exact shortcuts: the same floats as the operations they replace -----------------------------
+
+
+def test_percentile_gives_numpys_linear_percentile_bit_for_bit() -> None:
+    """heatmap_v2.percentile repeats np.percentile's float operations (virtual index, then lerp)."""
+    import random
+
+    import numpy as np
+
+    rng = random.Random(5)
+    for n in [1, 2, 3, 7, 100, 101, 1000] + [rng.randint(1, 400) for _ in range(300)]:
+        kind = rng.random()
+        if kind < 0.3:
+            values = [rng.uniform(0, 1e6) for _ in range(n)]
+        elif kind < 0.6:
+            values = [float(rng.choice((1, 2, 3))) * 10.0 ** rng.randint(-8, 12) for _ in range(n)]
+        else:
+            values = [rng.expovariate(1e-3) for _ in range(n)]
+        values.sort()
+        for q in (50, 95, 99):
+            expected = float(np.percentile(np.array(values), q))
+            assert heatmap_v2.percentile(values, q).hex() == expected.hex(), (n, q)
+
+
+@pytest.mark.parametrize(
+    "step", [Decimal("20"), Decimal("1.0"), Decimal("0.10"), Decimal("0.001"), Decimal("0.3")]
+)
+def test_bucket_price_is_the_decimal_product_as_float(step: Decimal) -> None:
+    from moonstream.jobs.engines.tape import bucket_price, grid
+
+    indexes = list(range(0, 3000)) + list(range(10**6, 10**6 + 3000)) + [7 * 10**8 + i for i in range(500)]
+    for index in indexes:
+        assert bucket_price(index, step) == float(Decimal(index) * step), index
+    assert grid(10**6, 10**6 + 50, step) == [float(Decimal(i) * step) for i in range(10**6, 10**6 + 51)]
