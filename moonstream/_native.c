@@ -10,6 +10,14 @@
  *                  parses (decoding, de-duplication), up to the next other record; a depth message
  *                  in Binance's compact shape is read straight from its bytes (depth_event)
  *   set_levels     moonstream.jobs.engines.orderbook_binance.BinanceBook._set_levels
+ *   binance_run    moonstream.jobs.engines.orderbook.step_orderbook's event loop while the frame
+ *                  source is the Binance book: skipped events, the next diff of a synced chain
+ *                  (advance, BinanceBook.on_diff, _apply, _set_levels, _record_top) and bookTickers
+ *                  the book has passed (on_ticker, _compare); anything else ends the run
+ *   side_state     moonstream.jobs.engines.orderbook_binance._side_state: one side's level dict and
+ *                  rows for BinanceBook.state_and_levels
+ *   open_side      moonstream.jobs.engines.orderbook_frames.WindowAccumulator.open_book's loop
+ *                  over one side's levels
  *   parse_lines    moonstream.collector.rawfile.parse_lines: the lines of already validated tags
  *   slot_builder   moonstream.jobs.normalize.fields.positional_builder's generated ``build``
  *
@@ -60,7 +68,7 @@ cached_number(PyObject *cache, PyObject *text, PyObject *remember)
 }
 
 static PyObject *
-cached_levels(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+cached_levels(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 5) {
         PyErr_SetString(PyExc_TypeError,
@@ -365,7 +373,7 @@ done:
  * `kind` (0 depth update, 1 aggTrade, 2 bookTicker, 3 trade) returns for `msg`, or NotImplemented for
  * anything that is not a well-formed message of that kind (the Python parser then raises). */
 static PyObject *
-binance_event(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+binance_event(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 6 || !PyTuple_CheckExact(args[5]) || PyTuple_GET_SIZE(args[5]) != CTX_SIZE) {
         PyErr_SetString(PyExc_TypeError, "binance_event(kind, msg, symbol, instrument, recv_ns, context)");
@@ -653,7 +661,7 @@ depth_from_bytes(PyObject *payload, PyObject *symbol, PyObject *instrument, PyOb
 /* depth_event(payload, symbol, instrument, recv_ns, context): depth_from_bytes as a function (for
  * tests): the event, or NotImplemented where the general path (orjson, binance_event) must decide. */
 static PyObject *
-depth_event(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+depth_event(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 5 || !PyBytes_CheckExact(args[0]) || !PyTuple_CheckExact(args[4]) ||
         PyTuple_GET_SIZE(args[4]) != CTX_SIZE) {
@@ -749,7 +757,7 @@ fast_event(PyObject *record, PyObject *symbol, PyObject *instrument, PyObject *k
  * binance_event parses, has its event appended to `out` unless its dedup key is in `seen` (then it
  * is added there). Returns (index of the first record left to the Python loop, duplicates). */
 static PyObject *
-normalize_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+normalize_run(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 9 || !PyList_CheckExact(args[0]) || !PySet_CheckExact(args[2]) ||
         !PyList_CheckExact(args[3]) || !PyDict_CheckExact(args[6]) || !PyTuple_CheckExact(args[8]) ||
@@ -965,6 +973,7 @@ remove_top(PyObject *tops, PyObject *book, PyObject *price, int bids)
 typedef struct {
     PyObject *index, *step, *cur, *last, *acc, *index_miss;
     long long i_min, n;
+    int called; /* set when index_miss (Python code) ran */
 } Window;
 
 /* price * (qty - old): a new reference, or NULL with an error set */
@@ -994,6 +1003,7 @@ integrate(Window *w, PyObject *price, PyObject *qty, PyObject *old, PyObject *t)
         if (PyErr_Occurred()) {
             return -1;
         }
+        w->called = 1;
         PyObject *computed = PyObject_CallFunctionObjArgs(w->index_miss, w->index, w->step, price, NULL);
         if (computed == NULL) {
             return -1;
@@ -1086,8 +1096,103 @@ window_from(PyObject *arrays, PyObject *index_miss, Window *w)
     return !overflow_min && !overflow_n && w->i_min > LLONG_MIN / 2 && w->i_min < LLONG_MAX / 2;
 }
 
+/* The loop of BinanceBook._set_levels over `levels` (an exact tuple of exact 2-tuples), `*tops` a
+ * new reference to the side's best prices (replaced when they run out and `side_tops(side)` rebuilds
+ * them), `window` NULL when not integrating. 0, or -1 with an error set. */
+static int
+apply_levels(PyObject *book, PyObject **tops_ref, PyObject *levels, PyObject *side, int bids, PyObject *t,
+             Window *window, PyObject *side_tops, Py_ssize_t kept, PyObject *zero)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(levels);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *level = PyTuple_GET_ITEM(levels, i);
+        PyObject *price = PyTuple_GET_ITEM(level, 0), *qty = PyTuple_GET_ITEM(level, 1);
+        PyObject *old = PyDict_GetItemWithError(book, price);
+        if (old == NULL && PyErr_Occurred()) {
+            return -1;
+        }
+        Py_XINCREF(old);
+        int nonzero = PyObject_IsTrue(qty);
+        if (nonzero < 0) {
+            Py_XDECREF(old);
+            return -1;
+        }
+        if (nonzero) {
+            if (PyDict_SetItem(book, price, qty) < 0) {
+                Py_XDECREF(old);
+                return -1;
+            }
+            if (old == NULL) {
+                if (insert_top(*tops_ref, price, bids, kept) < 0) {
+                    return -1;
+                }
+                old = Py_NewRef(zero); /* the Python code's _ZERO */
+            }
+            else {
+                int same = compare(old, qty, Py_EQ);
+                if (same != 0) {
+                    Py_DECREF(old);
+                    if (same < 0) {
+                        return -1;
+                    }
+                    continue;
+                }
+            }
+        }
+        else if (old != NULL) {
+            if (PyDict_DelItem(book, price) < 0) {
+                Py_DECREF(old);
+                return -1;
+            }
+            int ran_out = remove_top(*tops_ref, book, price, bids);
+            if (ran_out < 0) {
+                Py_DECREF(old);
+                return -1;
+            }
+            if (ran_out) {
+                PyObject *rebuilt = PyObject_CallOneArg(side_tops, side);
+                if (rebuilt == NULL || !PyList_CheckExact(rebuilt)) {
+                    if (rebuilt != NULL) {
+                        PyErr_SetString(PyExc_TypeError, "side_tops must return a list");
+                        Py_DECREF(rebuilt);
+                    }
+                    Py_DECREF(old);
+                    return -1;
+                }
+                Py_SETREF(*tops_ref, rebuilt);
+            }
+        }
+        else {
+            continue;
+        }
+        int failed = window != NULL ? integrate(window, price, qty, old, t) : 0;
+        Py_DECREF(old);
+        if (failed < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* `levels` is an exact tuple of exact 2-tuples (the shape apply_levels takes) */
+static int
+levels_shape(PyObject *levels)
+{
+    if (!PyTuple_CheckExact(levels)) {
+        return 0;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(levels);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *level = PyTuple_GET_ITEM(levels, i);
+        if (!PyTuple_CheckExact(level) || PyTuple_GET_SIZE(level) != 2) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static PyObject *
-set_levels(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+set_levels(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 10) {
         PyErr_SetString(PyExc_TypeError,
@@ -1106,15 +1211,8 @@ set_levels(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     int bids = side_number == 0;
-    if (!PyDict_CheckExact(book) || !PyList_CheckExact(tops) || !PyTuple_CheckExact(levels)) {
+    if (!PyDict_CheckExact(book) || !PyList_CheckExact(tops) || !levels_shape(levels)) {
         Py_RETURN_NOTIMPLEMENTED;
-    }
-    Py_ssize_t n = PyTuple_GET_SIZE(levels);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *level = PyTuple_GET_ITEM(levels, i);
-        if (!PyTuple_CheckExact(level) || PyTuple_GET_SIZE(level) != 2) {
-            Py_RETURN_NOTIMPLEMENTED;
-        }
     }
     Window window = {0};
     int track = 0;
@@ -1128,83 +1226,719 @@ set_levels(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     Py_INCREF(tops);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *level = PyTuple_GET_ITEM(levels, i);
-        PyObject *price = PyTuple_GET_ITEM(level, 0), *qty = PyTuple_GET_ITEM(level, 1);
-        PyObject *old = PyDict_GetItemWithError(book, price);
-        if (old == NULL && PyErr_Occurred()) {
+    int failed = apply_levels(book, &tops, levels, side, bids, t, track ? &window : NULL, side_tops, kept, zero);
+    Py_DECREF(tops);
+    if (failed < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* ---- binance_run ---------------------------------------------------------------------------- */
+
+/* Attribute names of BinanceBook, WindowAccumulator and the Binance events, interned at import. */
+static PyObject *a_status, *a_last_u, *a_last_t, *a_counts, *a_bids, *a_asks, *a_window, *a_tops,
+    *a_tops_books, *a_recent, *a_pending, *a_active, *a_arrays, *a_side_tops, *a_mismatch,
+    *a_prev_last_update_id, *a_ts_ns, *a_bid_price, *a_ask_price;
+
+/* What binance_run needs from moonstream.jobs.engines.orderbook (its _RUN_CONTEXT). */
+enum {
+    RUN_EXCHANGE, RUN_DEPTH_UPDATE, RUN_BOOK_TICKER, RUN_DEPTH_SNAPSHOT, RUN_LEVEL_EVENTS, RUN_BOOK_TYPE,
+    RUN_WINDOW_TYPE, RUN_SYNCED, RUN_STALE_NS, RUN_TOPS_KEPT, RUN_RECENT_APPLIED, RUN_ZERO, RUN_INDEX_MISS,
+    RUN_DIFFS_SEEN, RUN_DIFFS_APPLIED, RUN_COMPARED, RUN_SIZE
+};
+
+/* `counts[key] += 1` as the interpreter runs it: 0, or -1 with an error set. */
+static int
+count_up(PyObject *counts, PyObject *key)
+{
+    PyObject *value = PyObject_GetItem(counts, key);
+    if (value == NULL) {
+        return -1;
+    }
+    PyObject *one = PyLong_FromLong(1);
+    PyObject *sum = one == NULL ? NULL : PyNumber_InPlaceAdd(value, one);
+    Py_XDECREF(one);
+    Py_DECREF(value);
+    if (sum == NULL) {
+        return -1;
+    }
+    int failed = PyObject_SetItem(counts, key, sum);
+    Py_DECREF(sum);
+    return failed;
+}
+
+/* An exact int as a long long: 1 with *out set, 0 when not an exact int or out of range, -1 on error. */
+static int
+as_ll(PyObject *value, long long *out)
+{
+    if (value == NULL || !PyLong_CheckExact(value)) {
+        return 0;
+    }
+    int overflow = 0;
+    *out = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (*out == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    return !overflow && *out > LLONG_MIN / 4 && *out < LLONG_MAX / 4;
+}
+
+/* The attributes of the BinanceBook the run reads, new references (NULL where not read), kept from
+ * one event to the next while no Python code runs (nothing but this run changes them then: the run
+ * updates last_u and last_t as it sets them); `arrays` the window's side arrays (NULL when it is not
+ * integrating). */
+typedef struct {
+    int read, called;
+    PyObject *status, *last_u, *last_t, *pending, *counts, *recent, *bids, *asks, *window, *tops,
+        *tops_books, *arrays;
+} Book;
+
+static void
+book_clear(Book *b)
+{
+    b->read = 0;
+    b->called = 0;
+    Py_CLEAR(b->status);
+    Py_CLEAR(b->last_u);
+    Py_CLEAR(b->last_t);
+    Py_CLEAR(b->pending);
+    Py_CLEAR(b->counts);
+    Py_CLEAR(b->recent);
+    Py_CLEAR(b->bids);
+    Py_CLEAR(b->asks);
+    Py_CLEAR(b->window);
+    Py_CLEAR(b->tops);
+    Py_CLEAR(b->tops_books);
+    Py_CLEAR(b->arrays);
+}
+
+/* BinanceBook._side_tops(side) for the book's side dict `side_book`: a new reference to the best
+ * prices, calling the method when it would rebuild them; NULL with an error set. */
+static PyObject *
+side_tops_of(PyObject *book, Book *b, int side, PyObject *side_book)
+{
+    PyObject *tops = PyList_GET_ITEM(b->tops, side);
+    if (PyList_GET_ITEM(b->tops_books, side) != side_book ||
+        (PyList_GET_SIZE(tops) == 0 && PyDict_GET_SIZE(side_book) > 0)) {
+        b->called = 1;
+        PyObject *number = PyLong_FromLong(side);
+        PyObject *rebuilt = number == NULL ? NULL : PyObject_CallMethodOneArg(book, a_side_tops, number);
+        Py_XDECREF(number);
+        if (rebuilt != NULL && !PyList_CheckExact(rebuilt)) {
+            PyErr_SetString(PyExc_TypeError, "_side_tops must return a list");
+            Py_CLEAR(rebuilt);
+        }
+        return rebuilt;
+    }
+    return Py_NewRef(tops);
+}
+
+/* The next diff of a synced book's chain (BinanceBook.on_diff's first branch: _apply and
+ * _record_top), read from `diff` and `b` (status "synced", last_u not None, pending empty, checked
+ * by the caller). 1 when done, 0 when not that case or a shape this file does not handle (nothing
+ * changed), -1 with an error set. */
+static int
+chain_diff(PyObject *book, Book *b, PyObject *diff, PyObject *t, PyObject *const *ctx)
+{
+    int result = 0;
+    PyObject *prev = NULL, *last = NULL, *levels[2] = {NULL, NULL}, *tops = NULL, *side = NULL;
+    PyObject *side_tops = NULL;
+    Window windows[2] = {{0}, {0}};
+    int track[2] = {0, 0};
+    prev = PyObject_GetAttr(diff, a_prev_last_update_id);
+    last = prev == NULL ? NULL : PyObject_GetAttr(diff, k_last_update_id);
+    levels[0] = last == NULL ? NULL : PyObject_GetAttr(diff, a_bids);
+    levels[1] = levels[0] == NULL ? NULL : PyObject_GetAttr(diff, a_asks);
+    if (levels[1] == NULL) {
+        goto error;
+    }
+    int next = compare(prev, b->last_u, Py_EQ);
+    if (next > 0) {
+        next = compare(last, b->last_u, Py_GT);
+    }
+    if (next <= 0) {
+        result = next;
+        goto done;
+    }
+    /* shapes first: levels, sides, best prices, window arrays (none is changed by applying a side) */
+    if (!levels_shape(levels[0]) || !levels_shape(levels[1]) || !PyDict_CheckExact(b->bids) ||
+        !PyDict_CheckExact(b->asks) || !PyList_CheckExact(b->recent) || !PyList_CheckExact(b->tops) ||
+        PyList_GET_SIZE(b->tops) < 2 || !PyList_CheckExact(PyList_GET_ITEM(b->tops, 0)) ||
+        !PyList_CheckExact(PyList_GET_ITEM(b->tops, 1)) || !PyList_CheckExact(b->tops_books) ||
+        PyList_GET_SIZE(b->tops_books) < 2) {
+        goto done;
+    }
+    if (b->arrays != NULL) {
+        if (!PyTuple_CheckExact(b->arrays) || PyTuple_GET_SIZE(b->arrays) != 2) {
+            goto done;
+        }
+        for (int k = 0; k < 2; k++) {
+            track[k] = window_from(PyTuple_GET_ITEM(b->arrays, k), ctx[RUN_INDEX_MISS], &windows[k]);
+        }
+        if (track[0] < 0 || track[1] < 0) {
             goto error;
         }
-        Py_XINCREF(old);
-        int nonzero = PyObject_IsTrue(qty);
-        if (nonzero < 0) {
-            Py_XDECREF(old);
-            goto error;
-        }
-        if (nonzero) {
-            if (PyDict_SetItem(book, price, qty) < 0) {
-                Py_XDECREF(old);
-                goto error;
-            }
-            if (old == NULL) {
-                if (insert_top(tops, price, bids, kept) < 0) {
-                    goto error;
-                }
-                old = Py_NewRef(zero); /* the Python code's _ZERO */
-            }
-            else {
-                int same = compare(old, qty, Py_EQ);
-                if (same != 0) {
-                    Py_DECREF(old);
-                    if (same < 0) {
-                        goto error;
-                    }
-                    continue;
-                }
-            }
-        }
-        else if (old != NULL) {
-            if (PyDict_DelItem(book, price) < 0) {
-                Py_DECREF(old);
-                goto error;
-            }
-            int ran_out = remove_top(tops, book, price, bids);
-            if (ran_out < 0) {
-                Py_DECREF(old);
-                goto error;
-            }
-            if (ran_out) {
-                PyObject *rebuilt = PyObject_CallOneArg(side_tops, side);
-                if (rebuilt == NULL || !PyList_CheckExact(rebuilt)) {
-                    if (rebuilt != NULL) {
-                        PyErr_SetString(PyExc_TypeError, "side_tops must return a list");
-                        Py_DECREF(rebuilt);
-                    }
-                    Py_DECREF(old);
-                    goto error;
-                }
-                Py_SETREF(tops, rebuilt);
-            }
-        }
-        else {
-            continue;
-        }
-        if (track) {
-            int failed = integrate(&window, price, qty, old, t);
-            Py_DECREF(old);
-            if (failed < 0) {
-                goto error;
-            }
-        }
-        else {
-            Py_DECREF(old);
+        if (!track[0] || !track[1]) {
+            goto done;
         }
     }
-    Py_DECREF(tops);
-    Py_RETURN_NONE;
+    Py_ssize_t kept = PyLong_AsSsize_t(ctx[RUN_TOPS_KEPT]);
+    if (kept == -1 && PyErr_Occurred()) {
+        goto error;
+    }
+    side_tops = PyObject_GetAttr(book, a_side_tops);
+    if (side_tops == NULL) {
+        goto error;
+    }
+    /* on_diff: counts["diffs_seen"] += 1; _apply: _set_levels of both sides */
+    if (count_up(b->counts, ctx[RUN_DIFFS_SEEN]) < 0) {
+        goto error;
+    }
+    for (int k = 0; k < 2; k++) {
+        if (PyTuple_GET_SIZE(levels[k]) == 0) {
+            continue;
+        }
+        PyObject *side_book = k == 0 ? b->bids : b->asks;
+        tops = side_tops_of(book, b, k, side_book);
+        side = tops == NULL ? NULL : PyLong_FromLong(k);
+        if (side == NULL) {
+            goto error;
+        }
+        PyObject *rebuilt_before = tops;
+        int failed = apply_levels(side_book, &tops, levels[k], side, k == 0, t, track[k] ? &windows[k] : NULL,
+                                  side_tops, kept, ctx[RUN_ZERO]);
+        if (tops != rebuilt_before) {
+            b->called = 1; /* the best prices ran out and _side_tops rebuilt them */
+        }
+        if (failed < 0) {
+            goto error;
+        }
+        Py_CLEAR(tops);
+        Py_CLEAR(side);
+    }
+    if (PyObject_SetAttr(book, a_last_u, last) < 0 || PyObject_SetAttr(book, a_last_t, t) < 0) {
+        goto error;
+    }
+    Py_SETREF(b->last_u, Py_NewRef(last));
+    Py_SETREF(b->last_t, Py_NewRef(t));
+    if (count_up(b->counts, ctx[RUN_DIFFS_APPLIED]) < 0) {
+        goto error;
+    }
+    /* _record_top(u): the best bid and ask into `recent` (pending is empty) */
+    PyObject *best[2] = {NULL, NULL};
+    for (int k = 0; k < 2; k++) {
+        PyObject *side_tops_list = side_tops_of(book, b, k, k == 0 ? b->bids : b->asks);
+        if (side_tops_list == NULL) {
+            Py_XDECREF(best[0]);
+            goto error;
+        }
+        Py_ssize_t size = PyList_GET_SIZE(side_tops_list);
+        best[k] = Py_NewRef(size == 0 ? Py_None : PyList_GET_ITEM(side_tops_list, k == 0 ? size - 1 : 0));
+        Py_DECREF(side_tops_list);
+    }
+    PyObject *entry = PyTuple_Pack(3, last, best[0], best[1]);
+    Py_DECREF(best[0]);
+    Py_DECREF(best[1]);
+    if (entry == NULL) {
+        goto error;
+    }
+    int appended = PyList_Append(b->recent, entry);
+    Py_DECREF(entry);
+    if (appended < 0) {
+        goto error;
+    }
+    Py_ssize_t keep = PyLong_AsSsize_t(ctx[RUN_RECENT_APPLIED]);
+    if (keep == -1 && PyErr_Occurred()) {
+        goto error;
+    }
+    if (PyList_GET_SIZE(b->recent) > keep && PyList_SetSlice(b->recent, 0, 1, NULL) < 0) {
+        goto error;
+    }
+    result = 1;
+    goto done;
 error:
-    Py_DECREF(tops);
+    result = -1;
+done:
+    if (windows[0].called || windows[1].called) {
+        b->called = 1;
+    }
+    Py_XDECREF(prev);
+    Py_XDECREF(last);
+    Py_XDECREF(levels[0]);
+    Py_XDECREF(levels[1]);
+    Py_XDECREF(tops);
+    Py_XDECREF(side);
+    Py_XDECREF(side_tops);
+    return result;
+}
+
+/* BinanceBook.on_ticker for a ticker whose update id the synced book has passed: the comparison with
+ * the best prices recorded at that id (_compare; a mismatch goes on in the book's _mismatch). 1 when
+ * done, 0 when not that case (nothing changed), -1 with an error set. */
+static int
+past_ticker(PyObject *book, Book *b, PyObject *ticker, PyObject *const *ctx)
+{
+    int result = 0;
+    PyObject *u = PyObject_GetAttr(ticker, k_update_id), *found = NULL, *t_bid = NULL, *t_ask = NULL;
+    if (u == NULL) {
+        return -1;
+    }
+    int passed = compare(u, b->last_u, Py_LE);
+    if (passed <= 0 || !PyList_CheckExact(b->recent)) {
+        result = passed < 0 ? -1 : 0;
+        goto done;
+    }
+    for (Py_ssize_t i = PyList_GET_SIZE(b->recent) - 1; i >= 0; i--) {
+        PyObject *item = PyList_GET_ITEM(b->recent, i);
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 3) {
+            goto done; /* not an entry this file reads: the Python code runs, nothing changed */
+        }
+        Py_INCREF(item);
+        int same = compare(PyTuple_GET_ITEM(item, 0), u, Py_EQ);
+        if (same != 0) {
+            if (same < 0) {
+                Py_DECREF(item);
+                result = -1;
+                goto done;
+            }
+            found = item;
+            break;
+        }
+        Py_DECREF(item);
+    }
+    if (found != NULL) {
+        PyObject *bid = PyTuple_GET_ITEM(found, 1), *ask = PyTuple_GET_ITEM(found, 2);
+        t_bid = PyObject_GetAttr(ticker, a_bid_price);
+        t_ask = t_bid == NULL ? NULL : PyObject_GetAttr(ticker, a_ask_price);
+        if (t_ask == NULL || count_up(b->counts, ctx[RUN_COMPARED]) < 0) {
+            result = -1;
+            goto done;
+        }
+        int equal = compare(bid, t_bid, Py_EQ);
+        if (equal > 0) {
+            equal = compare(ask, t_ask, Py_EQ);
+        }
+        if (equal < 0) {
+            result = -1;
+            goto done;
+        }
+        if (!equal) {
+            b->called = 1;
+            PyObject *call[6] = {book, u, bid, ask, t_bid, t_ask};
+            PyObject *none = PyObject_VectorcallMethod(a_mismatch, call, 6 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                                       NULL);
+            if (none == NULL) {
+                result = -1;
+                goto done;
+            }
+            Py_DECREF(none);
+        }
+    }
+    result = 1;
+done:
+    Py_DECREF(u);
+    Py_XDECREF(found);
+    Py_XDECREF(t_bid);
+    Py_XDECREF(t_ask);
+    return result;
+}
+
+/* Reads (once, see Book) the book's attributes a diff or ticker needs, and the window's arrays when
+ * it integrates (WindowAccumulator.side_arrays). 1 when the book is synced with a last_u and no
+ * pending ticker (the fast cases), 0 otherwise (also for a window of another class), -1 on error. */
+static int
+read_book(PyObject *book, Book *b, PyObject *const *ctx)
+{
+    if (!b->read) {
+        book_clear(b);
+        b->read = 1;
+        if ((b->status = PyObject_GetAttr(book, a_status)) == NULL ||
+            (b->last_u = PyObject_GetAttr(book, a_last_u)) == NULL ||
+            (b->last_t = PyObject_GetAttr(book, a_last_t)) == NULL ||
+            (b->pending = PyObject_GetAttr(book, a_pending)) == NULL ||
+            (b->counts = PyObject_GetAttr(book, a_counts)) == NULL ||
+            (b->recent = PyObject_GetAttr(book, a_recent)) == NULL ||
+            (b->bids = PyObject_GetAttr(book, a_bids)) == NULL ||
+            (b->asks = PyObject_GetAttr(book, a_asks)) == NULL ||
+            (b->window = PyObject_GetAttr(book, a_window)) == NULL ||
+            (b->tops = PyObject_GetAttr(book, a_tops)) == NULL ||
+            (b->tops_books = PyObject_GetAttr(book, a_tops_books)) == NULL) {
+            book_clear(b);
+            return -1;
+        }
+        if (b->window != Py_None) {
+            if (Py_TYPE(b->window) != (PyTypeObject *)ctx[RUN_WINDOW_TYPE]) {
+                book_clear(b);
+                return 0;
+            }
+            PyObject *active = PyObject_GetAttr(b->window, a_active);
+            int on = active == NULL ? -1 : PyObject_IsTrue(active);
+            Py_XDECREF(active);
+            if (on > 0) {
+                b->arrays = PyObject_GetAttr(b->window, a_arrays);
+                if (b->arrays == NULL) {
+                    on = -1;
+                }
+                else if (b->arrays == Py_None) {
+                    Py_CLEAR(b->arrays);
+                }
+            }
+            if (on < 0) {
+                book_clear(b);
+                return -1;
+            }
+        }
+    }
+    int synced = compare(b->status, ctx[RUN_SYNCED], Py_EQ);
+    if (synced <= 0) {
+        return synced;
+    }
+    return b->last_u != Py_None && PyDict_CheckExact(b->pending) && PyDict_GET_SIZE(b->pending) == 0;
+}
+
+/* step_orderbook's event loop from events[k] while the frame source is the Binance book: events of
+ * other symbols and kinds skipped, the next diff of a synced chain (with the clock's advance) and
+ * bookTickers the book has passed handled here. Returns (k, clock) at the first event the Python loop
+ * must run (or the end), or NotImplemented. */
+static PyObject *
+binance_run(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "binance_run(events, k, symbol, book, clock, end, switch_at, context)");
+        return NULL;
+    }
+    PyObject *events = args[0], *symbol = args[2], *book = args[3], *context = args[7];
+    long long clock, end, switch_at, stale_ns;
+    Py_ssize_t k = PyLong_AsSsize_t(args[1]);
+    if (k == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!PyTuple_CheckExact(context) || PyTuple_GET_SIZE(context) != RUN_SIZE ||
+        (!PyList_CheckExact(events) && !PyTuple_CheckExact(events)) || k < 0 ||
+        Py_TYPE(book) != (PyTypeObject *)PyTuple_GET_ITEM(context, RUN_BOOK_TYPE)) {
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    PyObject *const *ctx = &PyTuple_GET_ITEM(context, 0);
+    int ok = as_ll(args[4], &clock);
+    if (ok > 0) {
+        ok = as_ll(args[5], &end);
+    }
+    if (ok > 0) {
+        ok = as_ll(args[6], &switch_at);
+    }
+    if (ok > 0) {
+        ok = as_ll(ctx[RUN_STALE_NS], &stale_ns);
+    }
+    if (ok <= 0) {
+        if (ok < 0) {
+            return NULL;
+        }
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    PyObject *clock_obj = Py_NewRef(args[4]);
+    Py_INCREF(events);
+    Book b = {0};
+    for (; k < PySequence_Fast_GET_SIZE(events); k++) {
+        PyObject *event = Py_NewRef(PySequence_Fast_GET_ITEM(events, k));
+        int stop = 1;
+        PyObject *value = PyObject_GetAttr(event, k_symbol_attr);
+        int other = value == NULL ? -1 : compare(value, symbol, Py_NE);
+        Py_XDECREF(value);
+        if (other != 0) {
+            stop = other < 0 ? -1 : 0;
+            goto next;
+        }
+        value = PyObject_GetAttr(event, k_exchange);
+        int binance = value == NULL ? -1 : compare(value, ctx[RUN_EXCHANGE], Py_EQ);
+        Py_XDECREF(value);
+        if (binance < 0) {
+            stop = -1;
+            goto next;
+        }
+        if (!binance) {
+            int level_event = PyObject_IsInstance(event, ctx[RUN_LEVEL_EVENTS]);
+            stop = level_event; /* a Bybit/OKX book event goes to the Python loop */
+            goto next;
+        }
+        int kind = PyObject_IsInstance(event, ctx[RUN_DEPTH_UPDATE]);
+        if (kind > 0) {
+            /* advance(event.ts_ns), stopping where it would switch windows or stop a stale book */
+            long long ts, t;
+            value = PyObject_GetAttr(event, a_ts_ns);
+            int known = value == NULL ? -1 : as_ll(value, &ts);
+            Py_XDECREF(value);
+            if (known <= 0) {
+                stop = known < 0 ? -1 : 1; /* not an int this file reads: the Python code runs it */
+                goto next;
+            }
+            t = ts > clock ? (ts < end ? ts : end) : clock;
+            if (t >= switch_at) {
+                goto next;
+            }
+            int fast = read_book(book, &b, ctx);
+            if (fast <= 0) {
+                stop = fast < 0 ? -1 : 1; /* not synced, or a case for the Python code */
+                goto next;
+            }
+            long long last_t;
+            known = b.last_t == Py_None ? 1 : as_ll(b.last_t, &last_t);
+            if (known <= 0 || b.last_t == Py_None || t > last_t + stale_ns) {
+                stop = known < 0 ? -1 : 1; /* the book went stale: Python closes the window */
+                goto next;
+            }
+            PyObject *t_obj = t == clock ? Py_NewRef(clock_obj) : PyLong_FromLongLong(t);
+            if (t_obj == NULL) {
+                stop = -1;
+                goto next;
+            }
+            int done = chain_diff(book, &b, event, t_obj, ctx);
+            if (done > 0) {
+                clock = t;
+                Py_SETREF(clock_obj, t_obj);
+                stop = 0;
+            }
+            else {
+                Py_DECREF(t_obj);
+                stop = done < 0 ? -1 : 1;
+            }
+            goto next;
+        }
+        if (kind == 0) {
+            kind = PyObject_IsInstance(event, ctx[RUN_BOOK_TICKER]);
+        }
+        if (kind > 0) {
+            int fast = read_book(book, &b, ctx);
+            int done = fast <= 0 ? fast : past_ticker(book, &b, event, ctx);
+            stop = done < 0 ? -1 : done == 0 ? 1 : 0; /* done 0: the Python code runs it */
+            goto next;
+        }
+        if (kind == 0) {
+            /* a snapshot goes to the Python loop; other Binance events are skipped */
+            kind = PyObject_IsInstance(event, ctx[RUN_DEPTH_SNAPSHOT]);
+        }
+        stop = kind;
+    next:
+        if (b.called) { /* Python code ran: the book's attributes are read again */
+            book_clear(&b);
+        }
+        Py_DECREF(event);
+        if (stop != 0) {
+            if (stop < 0) {
+                book_clear(&b);
+                Py_DECREF(events);
+                Py_DECREF(clock_obj);
+                return NULL;
+            }
+            break;
+        }
+    }
+    book_clear(&b);
+    Py_DECREF(events);
+    PyObject *out = Py_BuildValue("(nN)", k, clock_obj);
+    return out;
+}
+
+/* ---- side_state ----------------------------------------------------------------------------- */
+
+/* `get(value) or text(value)` with get = memo.get: a new reference, NULL with an error set. */
+static PyObject *
+memo_text(PyObject *memo, PyObject *text, PyObject *value)
+{
+    PyObject *found = PyDict_GetItemWithError(memo, value);
+    if (found != NULL) {
+        int truth = PyObject_IsTrue(found);
+        if (truth < 0) {
+            return NULL;
+        }
+        if (truth) {
+            return Py_NewRef(found);
+        }
+    }
+    else if (PyErr_Occurred()) {
+        return NULL;
+    }
+    return PyObject_CallOneArg(text, value);
+}
+
+/* One side of BinanceBook.state_and_levels: (_side_sorted(book, descending), _rows(its items)) with
+ * _rows' memo and text function. NotImplemented for a book or memo that is not an exact dict. */
+static PyObject *
+side_state(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "side_state(book, descending, memo, text)");
+        return NULL;
+    }
+    PyObject *book = args[0], *descending = args[1], *memo = args[2], *text = args[3];
+    if (!PyDict_CheckExact(book) || !PyDict_CheckExact(memo)) {
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    PyObject *side = NULL, *rows = NULL;
+    /* sorted(book, reverse=descending): a list of the keys, sorted by its sort method */
+    PyObject *keys = PySequence_List(book);
+    if (keys == NULL) {
+        return NULL;
+    }
+    PyObject *sort = PyObject_GetAttrString(keys, "sort");
+    PyObject *kwargs = sort == NULL ? NULL : Py_BuildValue("{s:O}", "reverse", descending);
+    PyObject *empty = kwargs == NULL ? NULL : PyTuple_New(0);
+    PyObject *sorted = empty == NULL ? NULL : PyObject_Call(sort, empty, kwargs);
+    Py_XDECREF(sort);
+    Py_XDECREF(kwargs);
+    Py_XDECREF(empty);
+    if (sorted == NULL) {
+        goto error;
+    }
+    Py_DECREF(sorted);
+    /* {p: book[p] for p in keys} */
+    side = PyDict_New();
+    if (side == NULL) {
+        goto error;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(keys); i++) {
+        PyObject *price = Py_NewRef(PyList_GET_ITEM(keys, i));
+        PyObject *qty = PyObject_GetItem(book, price);
+        int failed = qty == NULL || PyDict_SetItem(side, price, qty) < 0;
+        Py_DECREF(price);
+        Py_XDECREF(qty);
+        if (failed) {
+            goto error;
+        }
+    }
+    /* [[get(p) or text(p), get(q) or text(q)] for p, q in side.items()] */
+    rows = PyList_New(0);
+    if (rows == NULL) {
+        goto error;
+    }
+    Py_ssize_t pos = 0, size = PyDict_GET_SIZE(side);
+    PyObject *key, *item;
+    while (PyDict_Next(side, &pos, &key, &item)) {
+        PyObject *price = Py_NewRef(key), *qty = Py_NewRef(item);
+        PyObject *price_text = memo_text(memo, text, price);
+        PyObject *qty_text = price_text == NULL ? NULL : memo_text(memo, text, qty);
+        PyObject *row = qty_text == NULL ? NULL : PyList_New(2);
+        Py_DECREF(price);
+        Py_DECREF(qty);
+        if (row == NULL) {
+            Py_XDECREF(price_text);
+            Py_XDECREF(qty_text);
+            goto error;
+        }
+        PyList_SET_ITEM(row, 0, price_text);
+        PyList_SET_ITEM(row, 1, qty_text);
+        int failed = PyList_Append(rows, row);
+        Py_DECREF(row);
+        if (failed < 0) {
+            goto error;
+        }
+        if (PyDict_GET_SIZE(side) != size) {
+            PyErr_SetString(PyExc_RuntimeError, "dictionary changed size during iteration");
+            goto error;
+        }
+    }
+    Py_DECREF(keys);
+    return Py_BuildValue("(NN)", side, rows);
+error:
+    Py_DECREF(keys);
+    Py_XDECREF(side);
+    Py_XDECREF(rows);
     return NULL;
+}
+
+/* ---- open_side ------------------------------------------------------------------------------ */
+
+/* The bucket of `price` on a window's grid: `index[price]`, else `index_miss(index, step, price)`,
+ * minus i_min. 0 with *j set, or -1 with an error set. */
+static int
+bucket_of(PyObject *index, PyObject *step, PyObject *index_miss, long long i_min, PyObject *price,
+          long long *j)
+{
+    PyObject *bucket = lookup(index, price);
+    long long i;
+    if (bucket != NULL) {
+        i = PyLong_AsLongLong(bucket);
+    }
+    else {
+        if (PyErr_Occurred()) {
+            return -1;
+        }
+        PyObject *computed = PyObject_CallFunctionObjArgs(index_miss, index, step, price, NULL);
+        if (computed == NULL) {
+            return -1;
+        }
+        i = PyLong_AsLongLong(computed);
+        Py_DECREF(computed);
+    }
+    if (i == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    *j = i - i_min;
+    return 0;
+}
+
+/* WindowAccumulator.open_book's loop over one side: the new `cur` list, each bucket the sum, in the
+ * dict's order, of `price * qty` of its levels (starting from `zero`), None where none. */
+static PyObject *
+open_side(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "open_side(levels, index, step, i_min, n, index_miss, zero)");
+        return NULL;
+    }
+    PyObject *levels = args[0], *index = args[1], *step = args[2], *index_miss = args[5], *zero = args[6];
+    if (!PyDict_CheckExact(levels) || !PyDict_CheckExact(index) || !PyLong_CheckExact(args[3]) ||
+        !PyLong_CheckExact(args[4])) {
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    int overflow_min = 0, overflow_n = 0;
+    long long i_min = PyLong_AsLongLongAndOverflow(args[3], &overflow_min);
+    long long n = PyLong_AsLongLongAndOverflow(args[4], &overflow_n);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (overflow_min || overflow_n || i_min <= LLONG_MIN / 2 || i_min >= LLONG_MAX / 2 || n < 0 ||
+        n > PY_SSIZE_T_MAX / (Py_ssize_t)sizeof(PyObject *)) {
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    PyObject *cur = PyList_New((Py_ssize_t)n); /* [None] * n */
+    if (cur == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < (Py_ssize_t)n; k++) {
+        PyList_SET_ITEM(cur, k, Py_NewRef(Py_None));
+    }
+    Py_ssize_t pos = 0, size = PyDict_GET_SIZE(levels);
+    PyObject *key, *item;
+    while (PyDict_Next(levels, &pos, &key, &item)) {
+        PyObject *price = Py_NewRef(key), *qty = Py_NewRef(item);
+        long long j;
+        int failed = bucket_of(index, step, index_miss, i_min, price, &j);
+        if (!failed && 0 <= j && j < n) {
+            PyObject *value = PyList_GET_ITEM(cur, j);
+            PyObject *notional = PyNumber_Multiply(price, qty);
+            PyObject *sum = notional == NULL ? NULL
+                                             : PyNumber_Add(value == Py_None ? zero : value, notional);
+            Py_XDECREF(notional);
+            if (sum == NULL) {
+                failed = 1;
+            }
+            else {
+                PyList_SetItem(cur, j, sum); /* steals sum, releases the old value */
+            }
+        }
+        Py_DECREF(price);
+        Py_DECREF(qty);
+        if (failed) {
+            Py_DECREF(cur);
+            return NULL;
+        }
+        if (PyDict_GET_SIZE(levels) != size) {
+            PyErr_SetString(PyExc_RuntimeError, "dictionary changed size during iteration");
+            Py_DECREF(cur);
+            return NULL;
+        }
+    }
+    return cur;
 }
 
 /* ---- parse_lines --------------------------------------------------------------------------- */
@@ -1250,7 +1984,7 @@ new_record(PyTypeObject *type, PyObject *recv_ns, PyObject *channel, PyObject *p
  * three at the first two spaces, a validated tag, a receive time of 1-20 ASCII digits, no CR/LF in
  * the payload), and returns the index of the first line it does not (len(lines) at the end). */
 static PyObject *
-parse_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+parse_lines(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 7 || !PyList_CheckExact(args[0]) || !PyDict_CheckExact(args[2]) || !PyType_Check(args[5]) ||
         !PyList_CheckExact(args[6])) {
@@ -1426,6 +2160,12 @@ static PyMethodDef native_methods[] = {
      "normalize_records' loop for the records binance_event parses, up to the next other record."},
     {"set_levels", (PyCFunction)(void (*)(void))set_levels, METH_FASTCALL,
      "One side's levels into a Binance-style book (BinanceBook._set_levels)."},
+    {"binance_run", (PyCFunction)(void (*)(void))binance_run, METH_FASTCALL,
+     "step_orderbook's loop over the events a synced Binance book takes without the Python code."},
+    {"side_state", (PyCFunction)(void (*)(void))side_state, METH_FASTCALL,
+     "One side of a Binance book's state rows and level dict (BinanceBook.state_and_levels)."},
+    {"open_side", (PyCFunction)(void (*)(void))open_side, METH_FASTCALL,
+     "One side's bucket values at a window's open (WindowAccumulator.open_book's loop)."},
     {"slot_builder", (PyCFunction)(void (*)(void))slot_builder, METH_FASTCALL,
      "A compiled positional builder of a slotted class, else NotImplemented."},
     {NULL, NULL, 0, NULL},
@@ -1433,7 +2173,7 @@ static PyMethodDef native_methods[] = {
 
 static struct PyModuleDef native_module = {
     PyModuleDef_HEAD_INIT, "moonstream._native", "Compiled inner loops (see moonstream/native.py).", -1,
-    native_methods,
+    native_methods, NULL, NULL, NULL, NULL,
 };
 
 static int
@@ -1452,7 +2192,12 @@ intern_all(void)
         {&k_symbol_attr, "symbol"}, {&k_first_update_id, "first_update_id"},
         {&k_last_update_id, "last_update_id"}, {&k_update_id, "update_id"}, {&k_aggregated, "aggregated"},
         {&k_trade_id, "trade_id"}, {&n_depth_update, "DepthUpdate"}, {&n_book_ticker, "BookTicker"},
-        {&n_trade, "Trade"},
+        {&n_trade, "Trade"}, {&a_status, "status"}, {&a_last_u, "last_u"}, {&a_last_t, "last_t"},
+        {&a_counts, "counts"}, {&a_bids, "bids"}, {&a_asks, "asks"}, {&a_window, "window"}, {&a_tops, "_tops"},
+        {&a_tops_books, "_tops_books"}, {&a_recent, "recent"}, {&a_pending, "pending"}, {&a_active, "active"},
+        {&a_arrays, "_arrays"}, {&a_side_tops, "_side_tops"}, {&a_mismatch, "_mismatch"},
+        {&a_prev_last_update_id, "prev_last_update_id"}, {&a_ts_ns, "ts_ns"}, {&a_bid_price, "bid_price"},
+        {&a_ask_price, "ask_price"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*names[i].slot == NULL && (*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL) {

@@ -20,6 +20,28 @@ def set_levels(
     tops_kept: int,
     zero: Any,
 ) -> Any: ...
+def open_side(
+    levels: dict[Any, Any],
+    index: dict[Any, int],
+    step: Any,
+    i_min: int,
+    n: int,
+    index_miss: Callable[..., int],
+    zero: Any,
+) -> Any: ...
+def side_state(
+    book: dict[Any, Any], descending: bool, memo: dict[Any, str], text: Callable[[Any], str]
+) -> Any: ...
+def binance_run(
+    events: Any,
+    k: int,
+    symbol: str,
+    book: Any,
+    clock: int,
+    end: int,
+    switch_at: int,
+    context: tuple[Any, ...],
+) -> Any: ...
 def depth_event(
     payload: bytes, symbol: str, instrument: str, recv_ns: int, context: tuple[Any, ...]
 ) -> Any: ...

@@ -24,13 +24,13 @@ import pytest
 
 from moonstream import native as native_switch
 from moonstream.collector.rawfile import RawRecord
-from moonstream.jobs.engines import orderbook, orderbook_binance
+from moonstream.jobs.engines import orderbook, orderbook_binance, orderbook_frames
 from moonstream.jobs.engines.orderbook import step_orderbook
 from moonstream.jobs.engines.orderbook_binance import BinanceBook
 from moonstream.jobs.normalize import NormalizeStats, binance, fields, normalize_records
 from moonstream.native import native, not_built
 from tests.conftest import shared_file
-from tests.unit.test_orderbook import MINUTE, _dump, _stream, diff, snap
+from tests.unit.test_orderbook import MINUTE, T0, _dump, _stream, diff, snap, ticker
 
 needs_native = pytest.mark.skipif(native is None, reason="moonstream._native is not built (no C compiler?)")
 DATA = Path(__file__).resolve().parents[1] / "data" / "binance"
@@ -45,6 +45,9 @@ def _switch(monkeypatch: pytest.MonkeyPatch, use_native: bool) -> None:
         (binance, "_normalize_run"): "normalize_run",
         (fields, "_native_levels"): "cached_levels",
         (orderbook_binance, "_compiled_set_levels"): "set_levels",
+        (orderbook_binance, "_compiled_side_state"): "side_state",
+        (orderbook_frames, "_compiled_open_side"): "open_side",
+        (orderbook, "_compiled_binance_run"): "binance_run",
         (rawfile, "_compiled_parse_lines"): "parse_lines",
     }
     for (module, attribute), name in hooks.items():
@@ -183,14 +186,10 @@ def test_levels_parse_the_same_through_the_normalizer() -> None:
 # --- set_levels -----------------------------------------------------------------------------------
 
 
-def _set_levels_fn(use_native: bool) -> Any:
-    return native.set_levels if use_native and native is not None else not_built
-
-
 def _churn(seed: int, use_native: bool, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """A synced book under random diffs: new bests, deletions of the best prices until the kept
     best prices run out, levels outside the window's grid, equal quantities with other exponents."""
-    monkeypatch.setattr(orderbook_binance, "_compiled_set_levels", _set_levels_fn(use_native))
+    _switch(monkeypatch, use_native)
     rng = random.Random(seed)
     D = Decimal
     bids = [(f"{1000 - k / 10:.1f}", "1") for k in range(1, 400)]
@@ -259,7 +258,7 @@ def test_orderbook_steps_are_identical_without_the_extension(
     stream = _stream(11, exchanges)
     results = []
     for use_native in (True, False):
-        monkeypatch.setattr(orderbook_binance, "_compiled_set_levels", _set_levels_fn(use_native))
+        _switch(monkeypatch, use_native)
         orderbook.clear_kept_books()
         state: dict[str, Any] = {}
         dumps = []
@@ -284,6 +283,179 @@ def test_set_levels_hands_back_shapes_it_does_not_handle() -> None:
     tops: list[Decimal] = []
     assert call(book.bids, tops, ((Decimal(1), Decimal(1)), (Decimal(2), Decimal(0))), *args) is None
     assert book.bids == {Decimal(1): Decimal(1)} and tops == [Decimal(1)]
+
+
+# --- binance_run, open_side, side_state -----------------------------------------------------------
+
+
+def _run_stream(seed: int) -> list[list[Any]]:
+    """Three minutes of Binance traffic for the event loop: chained diffs (some with an empty side,
+    some with list levels the compiled loop hands back), bookTickers after their diff (equal and
+    different), before it (pending) and long past it, other symbols and exchanges, a trade, diffs
+    out of time order and past the minute's end, a gap and its resync, and a pause longer than
+    STALE_NS inside a window."""
+    from moonstream.jobs.events import BookDelta, BookSnapshot, Trade
+
+    rng = random.Random(seed)
+    D = Decimal
+
+    def levels(lo: int, hi: int) -> list[tuple[str, str]]:
+        return [
+            (f"{rng.randint(lo, hi) / 10:.1f}", rng.choice(["0", "0", "1", "1.0", "2.50", "0.3333"]))
+            for _ in range(rng.randint(0, 6))
+        ]
+
+    minutes: list[list[Any]] = []
+    u = 100
+    for m in range(3):
+        events: list[Any] = []
+        if m == 0:
+            bids = [(f"{1000 - k / 10:.1f}", "1") for k in range(1, 300)]
+            asks = [(f"{1000 + k / 10:.1f}", "1") for k in range(1, 300)]
+            events += [diff(99, 101, 98, 0.05), snap(100, 0.1, bids, asks)]
+            u = 101
+        t_s = m * 60.0 + 0.2
+        while t_s < (m + 1) * 60.0 + 2:
+            if m == 1 and 20 < t_s < 20.5 + 60:
+                t_s += 12.0  # no diff for longer than STALE_NS: the book goes stale in the window
+            b, a = levels(9000, 9999), levels(10001, 11000)
+            gap = rng.random() < 0.03  # now and then a diff whose pu is not the last u
+            step = 4 if gap else 1
+            event = diff(u + step - 1, u + step, u + 2 if gap else u, t_s - rng.choice([0.0, 0.0, 0.3]), b, a)
+            if rng.random() < 0.05:
+                event = dataclasses.replace(event, bids=[list(level) for level in event.bids])
+            if rng.random() < 0.1:  # the bookTicker before its diff
+                events.append(ticker(u + step, rng.choice(["999.9", "1000"]), "1000.1", t_s))
+            events.append(event)
+            u += step
+            roll = rng.random()
+            if roll < 0.4:
+                bid = sorted(event.bids)[-1][0] if event.bids else D("999.9")
+                events.append(ticker(u, str(bid), "1000.1", t_s))
+            elif roll < 0.45:
+                events.append(ticker(u - 200, "1", "2", t_s))  # long past: not in `recent`
+            elif roll < 0.5:
+                events.append(dataclasses.replace(event, symbol="ETH"))
+            elif roll < 0.55:
+                events.append(
+                    Trade("binance", "BTC", 1, T0, 1, D(1000), D(1), "buy", False, None, None, False)
+                )
+            elif roll < 0.58:
+                events.append(BookDelta("bybit", "BTC", 1, T0, 50, 7, 6, None, None, D(1), (), ()))
+            elif roll < 0.6:
+                events.append(BookSnapshot("okx", "ETH", 1, T0, 50, 7, None, None, D(1), (), ()))
+            if gap and rng.random() < 0.7:
+                events.append(snap(u - 1, t_s, bids, asks))  # a resync
+            t_s += rng.choice([0.05, 0.1, 0.1, 0.25, 1.5])
+        minutes.append(events)
+    return minutes
+
+
+@needs_native
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_binance_run_gives_the_python_loops_states_and_frames(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("moonstream.jobs.engines.orderbook_binance"), "disabled", True)
+    stream = _run_stream(seed)
+    results = []
+    for use_native in (True, False):
+        _switch(monkeypatch, use_native)
+        orderbook.clear_kept_books()
+        state: dict[str, Any] = {}
+        dumps = []
+        for m, events in enumerate(stream):
+            state, out = step_orderbook(state, events, "BTC", MINUTE + m)
+            dumps.append(_dump(state, out))
+        results.append(dumps)
+    orderbook.clear_kept_books()
+    assert results[0] == results[1]
+    stats = [json.loads(d[1]) for d in results[0]]
+    seen = {k: sum(s["this_minute"][k] for s in stats) for k in orderbook.COUNTERS}
+    assert seen["gaps"] and seen["integrity_mismatches"] and seen["integrity_compared"] > 100
+    assert any(s["frames"]["emitted"] for s in stats)
+
+
+@needs_native
+def test_binance_run_hands_back_what_it_does_not_take() -> None:
+    """Events that are not a list or tuple, another book class, or times beyond 64 bits: NotImplemented;
+    a snapshot or an unsynced book's diff ends the run at that event, with the clock unchanged."""
+    run = native.binance_run  # type: ignore[union-attr]
+    context = orderbook._RUN_CONTEXT
+    book = BinanceBook("BTC")
+    events = [diff(1, 2, 0, 0.1), snap(5, 0.2, [("1", "1")], [("2", "1")])]
+    assert run(iter(events), 0, "BTC", book, T0, T0 + 60 * 10**9, T0, context) is NotImplemented
+    assert run(events, 0, "BTC", object(), T0, T0 + 60 * 10**9, T0, context) is NotImplemented
+    assert run(events, 0, "BTC", book, 2**70, 2**71, 2**71, context) is NotImplemented
+    assert run(events, 0, "BTC", book, T0, T0 + 60 * 10**9, T0 + 30 * 10**9, context) == (0, T0)
+    assert run(events, 1, "BTC", book, T0, T0 + 60 * 10**9, T0 + 30 * 10**9, context) == (1, T0)
+    assert run(events, 0, "ETH", book, T0, T0 + 60 * 10**9, T0 + 30 * 10**9, context) == (2, T0)
+    odd_time = [dataclasses.replace(events[0], ts_ns=float(T0))]
+    assert run(odd_time, 0, "BTC", book, T0, T0 + 60 * 10**9, T0 + 30 * 10**9, context) == (0, T0)
+    assert book == BinanceBook("BTC")
+
+
+@needs_native
+@pytest.mark.parametrize("seed", [1, 2])
+def test_open_side_gives_the_python_loops_buckets(seed: int) -> None:
+    """Bucket sums (exponents included) and the index memo's misses filled, levels off the grid."""
+    rng = random.Random(seed)
+    levels = {
+        Decimal(rng.randint(1, 3000)) / 10: Decimal(rng.choice(["1", "1.0", "2.50", "0.3333", "7E+1"]))
+        for _ in range(400)
+    }
+    results = []
+    for use_native in (True, False):
+        window = orderbook_frames.WindowAccumulator("XYZ", 0, 10**9)
+        orderbook_frames._INDEX_MEMO.clear()
+        compiled = native.open_side if use_native else not_built  # type: ignore[union-attr]
+        original = orderbook_frames._compiled_open_side
+        orderbook_frames._compiled_open_side = compiled
+        try:
+            window.open_book(5, levels, dict(list(levels.items())[:50]), Decimal(150))
+        finally:
+            orderbook_frames._compiled_open_side = original
+        assert window.grid is not None
+        memo = orderbook_frames.price_index(window.grid.step)
+        results.append((_exact(repr(window._cur)), window._last, sorted(memo.items())))
+    assert results[0] == results[1]
+    call = native.open_side  # type: ignore[union-attr]
+    assert (
+        call(list(levels.items()), {}, Decimal(1), 0, 5, orderbook_frames.index_miss, Decimal(0))
+        is NotImplemented
+    )
+
+
+@needs_native
+def test_side_state_gives_the_python_rows_and_dicts() -> None:
+    """Both sides' dicts (order, keys, values) and rows, and the text memo's contents after each."""
+    rng = random.Random(5)
+    book = {
+        Decimal(rng.randint(1, 10**6)) / 100: Decimal(
+            rng.choice(["1", "1.0", "2.50", "0E-8", "7E+1", "0.1000"])
+        )
+        for _ in range(500)
+    }
+    results = []
+    for use_native in (True, False):
+        orderbook_frames._TEXT_MEMO.clear()
+        for price in list(book)[:100]:
+            orderbook_frames.decimal_text_cached(price)  # some hits, some misses
+        compiled = native.side_state if use_native else not_built  # type: ignore[union-attr]
+        out = []
+        for descending in (True, False):
+            done = compiled(
+                book, descending, orderbook_frames._TEXT_MEMO, orderbook_frames.decimal_text_cached
+            )
+            if done is NotImplemented:
+                side = orderbook_binance._side_sorted(book, descending)
+                done = side, orderbook_binance._rows(side.items())
+            out.append((_exact(repr(list(done[0].items()))), done[1]))
+        results.append((out, _exact(repr(list(orderbook_frames._TEXT_MEMO.items())))))
+    assert results[0] == results[1]
+    assert native.side_state(list(book), True, {}, str) is NotImplemented  # type: ignore[union-attr]
 
 
 # --- binance_event --------------------------------------------------------------------------------

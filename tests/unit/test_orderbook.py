@@ -655,3 +655,24 @@ def test_kept_books_are_per_symbol_and_checked_by_identity() -> None:
     btc_state["binance"] = json.loads(json.dumps(btc_state["binance"]))
     assert orderbook._take_kept(btc_state, "BTC") == {}
     assert eth_state["binance"]["bids"]
+
+
+def test_decimal_text_cached_is_decimal_text() -> None:
+    """The memoized state text (from ``str`` where that is plain) is ``market.decimal_text``'s, for
+    zeros, exponents, long and tiny values, signs, NaN and infinities."""
+    import random
+
+    from moonstream.jobs.engines import orderbook_frames
+    from moonstream.jobs.engines.market import decimal_text
+
+    rng = random.Random(3)
+    texts = ["0", "-0", "0.00", "-0.00", "0E+3", "0E-9", "1E+1", "7E+1", "1.0E+1", "100E-2", "-0.000001"]
+    texts += ["0.0000001", "1E-7", "123.4500", "5000.00", "Infinity", "-Infinity", "NaN", "-NaN"]
+    values = [D(t) for t in texts]
+    for _ in range(20_000):
+        digits = tuple(int(c) for c in str(rng.randint(0, 10 ** rng.randint(0, 30))))
+        values.append(D((rng.randint(0, 1), digits, rng.randint(-30, 10))))
+    for value in values:
+        orderbook_frames._TEXT_MEMO.clear()
+        assert orderbook_frames.decimal_text_cached(value) == decimal_text(value), value
+        assert orderbook_frames.decimal_text_cached(value) == decimal_text(value), value  # from the memo

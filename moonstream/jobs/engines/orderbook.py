@@ -34,15 +34,25 @@ from typing import Any
 
 from moonstream.jobs.engines.market import decimal_text
 from moonstream.jobs.engines.orderbook_binance import (
+    _ZERO,
     EXCHANGE,
     MAX_BUFFERED_DIFFS,
+    RECENT_APPLIED,
     STALE_NS,
+    TOPS_KEPT,
     BinanceBook,
 )
 from moonstream.jobs.engines.orderbook_bybit import BybitBook, LevelBook
-from moonstream.jobs.engines.orderbook_frames import WINDOW_NS, Frame, SideDicts, WindowAccumulator
+from moonstream.jobs.engines.orderbook_frames import (
+    WINDOW_NS,
+    Frame,
+    SideDicts,
+    WindowAccumulator,
+    index_miss,
+)
 from moonstream.jobs.engines.orderbook_okx import OkxBook
 from moonstream.jobs.events import BookDelta, BookSnapshot, BookTicker, DepthSnapshot, DepthUpdate, Event
+from moonstream.native import compiled
 from moonstream.publish.frames import SOURCE_CODES
 from moonstream.timeutil import iso_ns
 
@@ -103,6 +113,26 @@ class OrderbookOutputs:
 
 
 _BOOK_EVENTS = (DepthUpdate, DepthSnapshot, BookSnapshot, BookDelta)
+_compiled_binance_run = compiled("binance_run")
+_RUN_CONTEXT = (
+    EXCHANGE,
+    DepthUpdate,
+    BookTicker,
+    DepthSnapshot,
+    (BookSnapshot, BookDelta),
+    BinanceBook,
+    WindowAccumulator,
+    "synced",
+    STALE_NS,
+    TOPS_KEPT,
+    RECENT_APPLIED,
+    _ZERO,
+    index_miss,
+    "diffs_seen",
+    "diffs_applied",
+    "integrity_compared",
+)
+"""What ``binance_run`` (moonstream/_native.c) reads: the loop's types and the book's constants."""
 
 
 # --- parsed books kept between minutes ---------------------------------------------------------
@@ -245,7 +275,24 @@ def step_orderbook(
             book._open_window(clock)
 
     on_diff, on_ticker = binance.on_diff, binance.on_ticker
-    for event in events:
+    # ``binance_run`` in moonstream/_native.c runs this loop (used when built) from event ``k`` while
+    # the frame source is the Binance book, over the events it handles exactly as the code below
+    # (skipped ones, the next diff of a synced chain with its advance, bookTickers the book has
+    # passed); it stops at the first other event, which the code below runs.
+    run = _compiled_binance_run if book is binance else None
+    k, count = 0, len(events)
+    while k < count:
+        if run is not None:
+            switch_at = windows[0].end_ns if current == 0 else end + 1  # no switch after the first
+            done = run(events, k, symbol, binance, clock, end, switch_at, _RUN_CONTEXT)
+            if done is NotImplemented:
+                run = None
+            else:
+                k, clock = done
+                if k >= count:
+                    break
+        event = events[k]
+        k += 1
         if event.symbol != symbol:
             continue
         if event.exchange == EXCHANGE:

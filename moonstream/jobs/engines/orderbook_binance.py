@@ -8,10 +8,8 @@ current frame window. State is plain JSON (:meth:`BinanceBook.to_state`). See do
 
 from __future__ import annotations
 
-import heapq
 import logging
 from bisect import bisect_left, insort
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -49,6 +47,16 @@ MAX_PENDING_TICKERS = 256
 
 _ZERO = Decimal(0)
 _compiled_set_levels = compiled("set_levels")
+_compiled_side_state = compiled("side_state")
+
+
+class Counts(dict[str, int]):
+    """The book's event counters: ``counts[key] += 1`` counts from 0 (a missing key reads 0), as a
+    :class:`~collections.Counter` does. A plain dict subclass: Counter's Python ``__delitem__``
+    would send every ``counts[key] = ...`` through a slower, method-calling slot."""
+
+    def __missing__(self, key: str) -> int:
+        return 0
 
 
 def _levels_json(levels: Sequence[Level]) -> list[list[str]]:
@@ -74,6 +82,18 @@ def _side_sorted(book: dict[Decimal, Decimal], descending: bool) -> dict[Decimal
     """The side as a new dict in state order (best first): exactly the order, keys and values
     (equal decimals) :meth:`BinanceBook.from_state` would build from the side's rows."""
     return {p: book[p] for p in sorted(book, reverse=descending)}
+
+
+def _side_state(
+    book: dict[Decimal, Decimal], descending: bool
+) -> tuple[dict[Decimal, Decimal], list[list[str]]]:
+    """:func:`_side_sorted` of the side and the :func:`_rows` of its items (``side_state`` in
+    moonstream/_native.c is this, compiled: used when built)."""
+    done = _compiled_side_state(book, descending, decimal_text_memo(), decimal_text_cached)
+    if done is not NotImplemented:
+        return done
+    side = _side_sorted(book, descending)
+    return side, _rows(side.items())
 
 
 def _levels_from_json(rows: Sequence[Sequence[str]]) -> tuple[Level, ...]:
@@ -126,7 +146,7 @@ class BinanceBook:
     complete_range: tuple[Decimal, Decimal] | None = None
     recent: list[tuple[int, Decimal | None, Decimal | None]] = field(default_factory=list)
     pending: dict[int, tuple[Decimal, Decimal]] = field(default_factory=dict)
-    counts: Counter[str] = field(default_factory=Counter)
+    counts: Counts = field(default_factory=Counts)
     window: WindowAccumulator | None = None
     mismatch_logged: bool = False
     # The best prices of each side, ascending (see :class:`_Tops`), for the dict object in
@@ -160,8 +180,9 @@ class BinanceBook:
         book.ever_synced = bool(data["ever_synced"])
         rng = data["complete_range"]
         book.complete_range = None if rng is None else (Decimal(rng[0]), Decimal(rng[1]))
+        dec = decimal_cached  # Decimal(text), shared for equal texts (decimals are immutable)
         book.recent = [
-            (int(u), None if b is None else Decimal(b), None if a is None else Decimal(a))
+            (int(u), None if b is None else dec(b), None if a is None else dec(a))
             for u, b, a in data["recent"]
         ]
         book.pending = {int(u): (Decimal(b), Decimal(a)) for u, b, a in data["pending"]}
@@ -174,12 +195,13 @@ class BinanceBook:
     def state_and_levels(self) -> tuple[dict[str, Any], SideDicts]:
         """:meth:`to_state` and, for :meth:`from_state` of exactly that state, both sides as new
         dicts in the state's order (the book keeps its own dicts)."""
-        bids, asks = _side_sorted(self.bids, True), _side_sorted(self.asks, False)
-        return self._state(_rows(bids.items()), _rows(asks.items())), (bids, asks)
+        bids, bid_rows = _side_state(self.bids, True)
+        asks, ask_rows = _side_state(self.asks, False)
+        return self._state(bid_rows, ask_rows), (bids, asks)
 
     def _state(self, bids: list[list[str]], asks: list[list[str]]) -> dict[str, Any]:
         def text(value: Decimal | None) -> str | None:
-            return None if value is None else decimal_text(value)
+            return None if value is None else decimal_text_cached(value)
 
         rng = self.complete_range
         return {
@@ -213,8 +235,10 @@ class BinanceBook:
         book = self.bids if side == 0 else self.asks
         tops = self._tops[side]
         if self._tops_books[side] is not book or (not tops and book):
-            best = heapq.nlargest(TOPS_KEPT, book) if side == 0 else heapq.nsmallest(TOPS_KEPT, book)
-            best.sort()
+            # the TOPS_KEPT highest bids / lowest asks, ascending (prices are unique keys: what
+            # heapq.nlargest / nsmallest and a sort give; one C-level sort of the mostly sorted keys)
+            ordered = sorted(book)
+            best = ordered[-TOPS_KEPT:] if side == 0 else ordered[:TOPS_KEPT]
             tops = self._tops[side] = best
             self._tops_books[side] = book
         return tops
@@ -452,6 +476,12 @@ class BinanceBook:
         self.counts["integrity_compared"] += 1
         if bid == t_bid and ask == t_ask:
             return
+        self._mismatch(u, bid, ask, t_bid, t_ask)
+
+    def _mismatch(
+        self, u: int, bid: Decimal | None, ask: Decimal | None, t_bid: Decimal, t_ask: Decimal
+    ) -> None:
+        """The rest of :meth:`_compare` when the book and the bookTicker differ."""
         self.counts["integrity_mismatches"] += 1
         if not self.mismatch_logged:
             self.mismatch_logged = True

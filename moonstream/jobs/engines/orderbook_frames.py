@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from moonstream.native import compiled
+
 logger = logging.getLogger(__name__)
 
 WINDOW_NS = 30 * 1_000_000_000
@@ -47,6 +49,7 @@ SideDicts = tuple[dict[Decimal, Decimal], dict[Decimal, Decimal]]
 """A book's bids and asks, price to quantity (what a book's ``state_and_levels`` hands over)."""
 
 _ZERO = Decimal(0)
+_compiled_open_side = compiled("open_side")
 _CACHE_LIMIT = 1 << 18
 """Entries a memo below may hold before it is emptied (bounds memory on very long runs)."""
 _INDEX_MEMO: dict[Decimal, dict[Decimal, int]] = {}
@@ -85,12 +88,19 @@ def decimal_text_cached(value: Decimal) -> str:
     if text is None:
         if len(_TEXT_MEMO) > _CACHE_LIMIT:
             _TEXT_MEMO.clear()
-        if value == 0:
+        text = str(value)
+        if "E" in text or "N" in text or "n" in text:  # exponent form, NaN or Infinity
+            if value == 0:
+                text = "0"
+            else:
+                text = format(value, "f")
+                if "." in text:
+                    text = text.rstrip("0").rstrip(".")
+        elif not value:  # a finite zero ("0.00", "-0")
             text = "0"
-        else:
-            text = format(value, "f")
-            if "." in text:
-                text = text.rstrip("0").rstrip(".")
+        elif "." in text:
+            # str() of a finite decimal without an exponent is its plain text: format(value, "f")
+            text = text.rstrip("0").rstrip(".")
         _TEXT_MEMO[value] = text
     return text
 
@@ -291,15 +301,18 @@ class WindowAccumulator:
         grid = self.grid
         index, step, i_min, n = self._index, grid.step, grid.i_min, grid.n
         for side, levels in enumerate((bids, asks)):
-            cur: list[Decimal | None] = [None] * n
-            for price, qty in levels.items():
-                try:
-                    j = index[price] - i_min
-                except KeyError:
-                    j = index_miss(index, step, price) - i_min
-                if 0 <= j < n:
-                    value = cur[j]
-                    cur[j] = (_ZERO if value is None else value) + price * qty
+            # ``open_side`` in moonstream/_native.c is this loop compiled (used when built)
+            cur: list[Decimal | None] = _compiled_open_side(levels, index, step, i_min, n, index_miss, _ZERO)
+            if cur is NotImplemented:
+                cur = [None] * n
+                for price, qty in levels.items():
+                    try:
+                        j = index[price] - i_min
+                    except KeyError:
+                        j = index_miss(index, step, price) - i_min
+                    if 0 <= j < n:
+                        value = cur[j]
+                        cur[j] = (_ZERO if value is None else value) + price * qty
             self._cur[side][:] = cur
             self._last[side][:] = [t] * n
         self.since = t
