@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install run demo test test-deps lint bench clean
 
-$(STAMP): pyproject.toml setup.py moonstream/_native.c
+$(STAMP): pyproject.toml setup.py $(wildcard moonstream/native_src/*.c moonstream/native_src/*.h)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

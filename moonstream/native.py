@@ -1,4 +1,4 @@
-"""The optional compiled inner loops (``moonstream/_native.c``), or None.
+"""The optional compiled inner loops (``moonstream._native``, from ``moonstream/native_src/``), or None.
 
 ``pip install`` compiles the extension where a C compiler is present; without one the install still
 succeeds and everything runs in Python. Each compiled function does exactly what the Python function

@@ -203,7 +203,7 @@ def parse_lines(lines: Iterable[bytes], exchange: str, collector: str) -> tuple[
     The same result as calling :func:`parse_line` on each line, faster: a minute file holds a handful
     of channel tags, so each distinct tag is validated once (by :func:`parse_line`) and the lines
     carrying an already validated tag only have their receive time and payload checked here (by the
-    compiled ``parse_lines`` of moonstream/_native.c where built, up to the next other line).
+    compiled ``parse_lines`` of moonstream/native_src/lines.c where built, up to the next other line).
     """
     records: list[RawRecord] = []
     append = records.append

@@ -1,4 +1,4 @@
-"""The compiled inner loops (moonstream/_native.c) against the Python code they replace.
+"""The compiled inner loops (moonstream/native_src/) against the Python code they replace.
 
 Each compiled function must give exactly the Python function's result (the same values, decimal
 exponents included, and the same side effects on the caches, books and window arrays), or hand the

@@ -1,4 +1,4 @@
-"""The compiled positional builder (``slot_builder`` in moonstream/_native.c) against the Python
+"""The compiled positional builder (``slot_builder`` in moonstream/native_src/builder.c) against the Python
 builder it replaces (``fields._python_builder``): the same objects, the same slots, the same
 reference counts, and NotImplemented for every class it does not handle."""
 

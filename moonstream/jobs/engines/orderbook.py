@@ -132,7 +132,7 @@ _RUN_CONTEXT = (
     "diffs_applied",
     "integrity_compared",
 )
-"""What ``binance_run`` (moonstream/_native.c) reads: the loop's types and the book's constants."""
+"""What ``binance_run`` (moonstream/native_src/run.c) reads: the loop's types and the book's constants."""
 
 
 # --- parsed books kept between minutes ---------------------------------------------------------
@@ -275,7 +275,7 @@ def step_orderbook(
             book._open_window(clock)
 
     on_diff, on_ticker = binance.on_diff, binance.on_ticker
-    # ``binance_run`` in moonstream/_native.c runs this loop (used when built) from event ``k`` while
+    # ``binance_run`` in moonstream/native_src/run.c runs this loop (used when built) from event ``k`` while
     # the frame source is the Binance book, over the events it handles exactly as the code below
     # (skipped ones, the next diff of a synced chain with its advance, bookTickers the book has
     # passed); it stops at the first other event, which the code below runs.

@@ -88,7 +88,7 @@ def _side_state(
     book: dict[Decimal, Decimal], descending: bool
 ) -> tuple[dict[Decimal, Decimal], list[list[str]]]:
     """:func:`_side_sorted` of the side and the :func:`_rows` of its items (``side_state`` in
-    moonstream/_native.c is this, compiled: used when built)."""
+    moonstream/native_src/sides.c is this, compiled: used when built)."""
     done = _compiled_side_state(book, descending, decimal_text_memo(), decimal_text_cached)
     if done is not NotImplemented:
         return done
@@ -256,7 +256,7 @@ class BinanceBook:
         and integrate each changed level into the frame window while synced.
 
         The window part is :meth:`WindowAccumulator.changes` inlined (this is the engine's inner
-        loop): same operations, same order. ``set_levels`` in moonstream/_native.c is this loop
+        loop): same operations, same order. ``set_levels`` in moonstream/native_src/book.c is this loop
         compiled (used when built; it leaves shapes it does not handle to this code)."""
         if not levels:
             return

@@ -301,7 +301,7 @@ class WindowAccumulator:
         grid = self.grid
         index, step, i_min, n = self._index, grid.step, grid.i_min, grid.n
         for side, levels in enumerate((bids, asks)):
-            # ``open_side`` in moonstream/_native.c is this loop compiled (used when built)
+            # ``open_side`` in moonstream/native_src/sides.c is this loop compiled (used when built)
             cur: list[Decimal | None] = _compiled_open_side(levels, index, step, i_min, n, index_miss, _ZERO)
             if cur is NotImplemented:
                 cur = [None] * n

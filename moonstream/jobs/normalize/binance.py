@@ -573,7 +573,7 @@ def _dispatch(record: RawRecord, symbol: str, channel: str) -> list[Event]:
 _FAST_KINDS: dict[str, int] = (
     {} if native is None else {"ws:depth": 0, "ws:aggTrade": 1, "ws:bookTicker": 2, "ws:trade": 3}
 )
-"""Channels ``binance_event`` in moonstream/_native.c parses (its ``kind``), when it is built."""
+"""Channels ``binance_event`` in moonstream/native_src/binance.c parses (its ``kind``), when it is built."""
 _binance_event = compiled("binance_event")
 _normalize_run = compiled("normalize_run")
 _FAST_CONTEXT = (
@@ -604,7 +604,7 @@ RecordsRun = Callable[[list[RawRecord], int, set[Any], list[Event]], tuple[int, 
 
 def compiled_run(symbol: str) -> RecordsRun | None:
     """The compiled loop of :func:`~moonstream.jobs.normalize.normalize_records` for this symbol's
-    records of the channels ``binance_event`` parses (``normalize_run`` in moonstream/_native.c):
+    records of the channels ``binance_event`` parses (``normalize_run`` in moonstream/native_src/binance.c):
     ``run(records, start, seen, out) -> (next index, duplicates)``. None when it is not built."""
     run = _normalize_run
     if run is not_built:

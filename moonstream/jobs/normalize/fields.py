@@ -286,7 +286,7 @@ NUMBER_CACHES = (_POSITIVE, _NON_NEGATIVE, _remember_price, _remember_qty)
 miss, as the compiled parsers take them."""
 
 _native_levels = compiled("cached_levels")
-"""``_cached_levels`` compiled (moonstream/_native.c): the same result, or NotImplemented for a
+"""``_cached_levels`` compiled (moonstream/native_src/levels.c): the same result, or NotImplemented for a
 shape it leaves to the Python function."""
 
 
