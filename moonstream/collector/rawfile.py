@@ -132,6 +132,18 @@ def parse_raw_key(key: str) -> RawKey:
     return parsed
 
 
+def _parse_key_in_folder(key: str, day: str, hhmm: str, minute: int) -> RawKey:
+    """:func:`parse_raw_key` of a key listed in the folder of ``minute`` (``day``/``hhmm`` being
+    its canonical text): the same result or error, without parsing the date when it is the folder's."""
+    match = _KEY_RE.match(key)
+    if match is None or match["date"] != day or match["hhmm"] != hhmm:
+        return parse_raw_key(key)
+    parsed = RawKey(match["symbol"], minute, match["exchange"], match["collector"])
+    if parsed.key != key:
+        raise RawFormatError(f"non-canonical raw key {key!r}")
+    return parsed
+
+
 def is_valid_collector_id(collector: str) -> bool:
     """Collector ids are ``[a-z0-9][a-z0-9-]{0,40}``: no dots, so keys split unambiguously."""
     return bool(_COLLECTOR_RE.match(collector))
@@ -258,8 +270,24 @@ def compress_minute(content: bytes) -> bytes:
     return compressor.compress(content)
 
 
+#: The largest content size (from the frame header) decompressed in one call into a buffer of that size.
+_ONE_SHOT_MAX = 1 << 30
+
+
 def decompress_minute(blob: bytes) -> bytes:
     """The lines of a minute file; RawFormatError if it is not exactly one complete zstd frame."""
+    try:
+        size = zstandard.frame_content_size(blob)
+    except zstandard.ZstdError:
+        size = -1
+    if 0 <= size <= _ONE_SHOT_MAX:
+        # Our files carry their content size: one call into a buffer of that size, which checks the
+        # frame is whole (size and checksum) and alone; anything else takes the path below, which
+        # says what is wrong.
+        try:
+            return zstandard.ZstdDecompressor().decompress(blob, allow_extra_data=False)
+        except zstandard.ZstdError:
+            pass
     decompressor = zstandard.ZstdDecompressor().decompressobj()
     try:
         content = decompressor.decompress(blob)
@@ -756,12 +784,14 @@ class ReadReport:
 def _list_keys(store: Store, symbol: str, first: int | None, last: int | None) -> list[RawKey]:
     if not is_valid_symbol(symbol):
         raise ValueError(f"invalid symbol {symbol!r}")
+    folder: tuple[str, str, int] | None = None  # (day, hhmm, minute) of a one-minute listing
     if first is not None and last is not None:
         if first > last:
             return []
         if first == last:  # one minute: list only its folder, not the whole day
             day, hhmm = minute_date_hhmm(first)
             prefixes = [f"{RAW_PREFIX}{symbol}/{day}/{hhmm}/"]
+            folder = (day, hhmm, first)
         else:
             days = range(first // _MINUTES_PER_DAY, last // _MINUTES_PER_DAY + 1)
             prefixes = [
@@ -775,7 +805,7 @@ def _list_keys(store: Store, symbol: str, first: int | None, last: int | None) -
             if not name.endswith(RAW_SUFFIX):
                 continue
             try:
-                key = parse_raw_key(name)
+                key = parse_raw_key(name) if folder is None else _parse_key_in_folder(name, *folder)
             except RawFormatError:
                 log.warning("ignoring malformed raw key %s", name)
                 continue
@@ -802,7 +832,7 @@ def list_raw_files(store: Store, symbol: str, minute: int) -> list[RawKey]:
 def _read_file(store: Store, key: RawKey, report: ReadReport) -> list[RawRecord]:
     name = key.key
     try:
-        content = decompress_minute(store.read(name).data)
+        content = decompress_minute(store.read_bytes(name))
     except (RawFormatError, ObjectNotFound) as exc:
         report.files_corrupt.append(name)
         if name not in _CORRUPT_LOGGED:  # once per process; the report lists it every time
@@ -825,11 +855,14 @@ def _read_file(store: Store, key: RawKey, report: ReadReport) -> list[RawRecord]
     return records
 
 
+_RECV_NS = operator.attrgetter("recv_ns")
+
+
 def _read_keys(store: Store, keys: list[RawKey], report: ReadReport) -> list[RawRecord]:
     records: list[RawRecord] = []
     for key in sorted(keys, key=lambda k: k.key):
         records.extend(_read_file(store, key, report))
-    records.sort(key=lambda record: record.recv_ns)  # stable: key order, then line order
+    records.sort(key=_RECV_NS)  # stable: key order, then line order
     return records
 
 

@@ -12,7 +12,8 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from operator import attrgetter
+from itertools import compress, repeat
+from operator import attrgetter, eq
 from typing import Any
 
 from moonstream.collector.rawfile import RawRecord, ReadReport, raw_key, read_minute
@@ -29,7 +30,7 @@ from moonstream.jobs.engines import ENGINES, engine_versions, has_liquidation_en
 from moonstream.jobs.events import Event
 from moonstream.jobs.normalize import NormalizeStats, normalize_records
 from moonstream.jobs.state import SymbolState, load_state_before, save_state
-from moonstream.publish.layout import SiteLayout
+from moonstream.publish.layout import SiteLayout, minute_iso
 from moonstream.publish.publisher import PointerBuffer, publication
 from moonstream.publish.site import add_minute_documents
 from moonstream.store import Store, open_store
@@ -89,21 +90,42 @@ class MinuteResult:
     immutables_written: int = 0
 
 
-def summarize_sources(records: Sequence[RawRecord], expected: Sequence[str]) -> dict[str, Any]:
-    """Per exchange: records, collectors and the last receive time; plus expected exchanges with no data."""
-    names = list(map(attrgetter("exchange"), records))
-    stamps = list(map(attrgetter("recv_ns"), records))
-    counts = Counter(names)
-    files = set(zip(names, map(attrgetter("collector"), records), strict=True))
+_EXCHANGE = attrgetter("exchange")
+_COLLECTOR = attrgetter("collector")
+_RECV_NS = attrgetter("recv_ns")
+
+
+def _summarize(
+    records: Sequence[RawRecord], expected: Sequence[str]
+) -> tuple[dict[str, Any], set[tuple[str, str]]]:
+    """:func:`summarize_sources` and the ``(exchange, collector)`` pairs of the records."""
+    counts: dict[str, int]
+    seen = set(map(_EXCHANGE, records))
+    if len(seen) == 1:  # one exchange (the usual minute): three passes in C, no tuple per record
+        (name,) = seen
+        counts = {name: len(records)}
+        files = {(name, collector) for collector in set(map(_COLLECTOR, records))}
+        last = {name: max(map(_RECV_NS, records))}
+    else:
+        names = list(map(_EXCHANGE, records))
+        counts = Counter(names)
+        files = set(zip(names, map(_COLLECTOR, records), strict=True))
+        stamps = list(map(_RECV_NS, records))
+        last = {name: max(compress(stamps, map(eq, repeat(name), names))) for name in counts}
     exchanges = {
         name: {
             "records": counts[name],
             "collectors": sum(1 for exchange, _ in files if exchange == name),
-            "last_message_at": iso_ns(max(ns for e, ns in zip(names, stamps, strict=True) if e == name)),
+            "last_message_at": iso_ns(last[name]),
         }
         for name in sorted(counts)
     }
-    return {"exchanges": exchanges, "missing_exchanges": [e for e in expected if e not in counts]}
+    return {"exchanges": exchanges, "missing_exchanges": [e for e in expected if e not in counts]}, files
+
+
+def summarize_sources(records: Sequence[RawRecord], expected: Sequence[str]) -> dict[str, Any]:
+    """Per exchange: records, collectors and the last receive time; plus expected exchanges with no data."""
+    return _summarize(records, expected)[0]
 
 
 def compute_minute(
@@ -116,13 +138,13 @@ def compute_minute(
     """Pure: step every engine over one minute's raw records and build every product's document."""
     stats = NormalizeStats()
     events = normalize_records(records, symbol, stats)
-    sources = summarize_sources(records, expected_exchanges)
+    sources, files = _summarize(records, expected_exchanges)
     envelope = {
         "schema_version": DOCUMENT_SCHEMA_VERSION,
         "symbol": symbol,
-        "minute": iso_minute(minute),
-        "generated_at": iso_minute(minute + 1),
-        "next_update_at": iso_minute(minute + 2),
+        "minute": minute_iso(minute),
+        "generated_at": minute_iso(minute + 1),
+        "next_update_at": minute_iso(minute + 2),
         "sources": sources,
         "normalize_errors": stats.error_total(),
     }
@@ -140,7 +162,6 @@ def compute_minute(
                 )
             documents[product] = {**envelope, "product": product, "engine_version": engine.version, **body}
         blobs.update(result.blobs)
-    files = {(r.exchange, r.collector) for r in records}
     raw_files = tuple(sorted(raw_key(symbol, minute, exchange, collector) for exchange, collector in files))
     new_state = SymbolState(symbol, minute, dict(ENGINE_VERSIONS), engine_states, raw_files)
     return MinuteOutputs(new_state, documents, sources, stats, blobs, events)
@@ -241,20 +262,22 @@ def run_minute(
         missing_exchanges=tuple(outputs.source_summary["missing_exchanges"]),
         immutables_written=immutables,
     )
-    logger.log(
-        logging.INFO if publish else logging.DEBUG,
-        "minute %s %s%s: %d records, %d events, %d errors, %d objects written (%d unchanged) in %.3fs%s",
-        symbol,
-        iso_minute(minute),
-        "" if publish else " (warm-up)",
-        result.records,
-        result.events,
-        result.errors,
-        result.objects_written,
-        result.objects_unchanged,
-        result.duration_s,
-        "" if lag_s is None else f", lag {lag_s:.1f}s",
-    )
+    level = logging.INFO if publish else logging.DEBUG
+    if logger.isEnabledFor(level):  # (a backfill's minutes have no line to format)
+        logger.log(
+            level,
+            "minute %s %s%s: %d records, %d events, %d errors, %d objects written (%d unchanged) in %.3fs%s",
+            symbol,
+            iso_minute(minute),
+            "" if publish else " (warm-up)",
+            result.records,
+            result.events,
+            result.errors,
+            result.objects_written,
+            result.objects_unchanged,
+            result.duration_s,
+            "" if lag_s is None else f", lag {lag_s:.1f}s",
+        )
     return outputs.state, result
 
 

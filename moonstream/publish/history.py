@@ -24,17 +24,28 @@ for a window: one per hour, so 720 minutes need at most 13.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
+import operator
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from moonstream.publish.frames import RECORD_SIZE
-from moonstream.publish.layout import API_VERSION, BINARY_TYPE, SiteLayout, pointer_cache_control
+from moonstream.publish.layout import (
+    API_VERSION,
+    BINARY_TYPE,
+    SiteLayout,
+    date_hhmm,
+    minute_iso,
+    parse_minute_iso,
+    pointer_cache_control,
+)
 from moonstream.publish.publisher import BytesMerge, PointerMerge, Publication
 from moonstream.store.base import ObjectMeta, ObjectNotFound, Store
-from moonstream.timeutil import iso_minute, minute_date_hhmm, parse_minute
+from moonstream.timeutil import iso_minute, minute_date_hhmm
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +83,7 @@ def _history_key(layout: SiteLayout, symbol: str, product: str, *parts: str) -> 
 
 def chunk_key(layout: SiteLayout, symbol: str, product: str, hour: int, *, partial: bool = False) -> str:
     """``v1/{SYM}/{product}/history/{YYYY-MM-DD}/{HH}.bin`` (or ``{HH}.partial.bin``)."""
-    day, hhmm = minute_date_hhmm(hour_of(hour))
+    day, hhmm = date_hhmm(hour_of(hour))
     return _history_key(layout, symbol, product, day, f"{hhmm[:2]}{'.partial' if partial else ''}.bin")
 
 
@@ -88,10 +99,18 @@ def url_templates(layout: SiteLayout, symbol: str, product: str) -> dict[str, st
     }
 
 
+_TS = struct.Struct("<d").unpack_from
+
+
 def frame_minute(record: bytes) -> int:
     """The minute a frame belongs to: the one containing its ``ts`` (float64 at offset 0, both formats)."""
-    (ts,) = struct.unpack_from("<d", record, 0)
+    (ts,) = _TS(record, 0)
     return int(ts // 60)
+
+
+def _frame_minutes(blob: bytes, end: int) -> list[int]:
+    """:func:`frame_minute` of each frame in ``blob[:end]`` (``end`` a multiple of the frame size)."""
+    return [int(_TS(blob, offset)[0] // 60) for offset in range(0, end, FRAME_SIZE)]
 
 
 def split_frames(blob: bytes) -> list[bytes]:
@@ -122,6 +141,17 @@ def merge_partial(current: bytes | None, minute: int, frames: list[bytes]) -> by
         usable = len(current) - len(current) % FRAME_SIZE
         if usable != len(current):
             logger.warning("partial history chunk of %s has a torn tail; dropped", iso_minute(hour))
+        minutes = _frame_minutes(current, usable)
+        if (
+            # the usual chunk, as this function leaves it: frames of the hour, in order; and frames
+            # of the minute. The sort below would put them between the minutes before and after.
+            (not minutes or (hour <= minutes[0] and minutes[-1] < hour + MINUTES_PER_HOUR))
+            and all(map(operator.le, minutes, itertools.islice(minutes, 1, None)))
+            and all(frame_minute(frame) == minute for frame in frames)
+        ):
+            start = bisect.bisect_left(minutes, minute) * FRAME_SIZE
+            stop = bisect.bisect_right(minutes, minute) * FRAME_SIZE
+            return b"".join((current[:start], *frames, current[stop:usable]))
         for record in split_frames(current[:usable]):
             m = frame_minute(record)
             if hour_of(m) != hour:
@@ -147,7 +177,7 @@ def _empty_hour() -> dict[str, Any]:
 def _index_merge(
     layout: SiteLayout, symbol: str, product: str, minute: int, n_frames: int, completed: bool
 ) -> PointerMerge:
-    hour_iso = iso_minute(hour_of(minute))
+    hour_iso = minute_iso(hour_of(minute))
     slot = minute % MINUTES_PER_HOUR
 
     def merge(current: Any | None) -> Any | None:
@@ -157,12 +187,12 @@ def _index_merge(
         minutes = str(entry["minutes"])
         minutes = minutes[:slot] + str(n_frames) + minutes[slot + 1 :]
         entry["minutes"] = minutes
-        entry["frames"] = sum(int(c) for c in minutes if c != UNPUBLISHED)
+        entry["frames"] = sum(map(int, minutes.replace(UNPUBLISHED, "")))
         entry["complete"] = bool(entry.get("complete")) or completed
         hours[hour_iso] = entry
         newest = sorted(hours)[-INDEX_MAX_HOURS:]
         previous = index.get("minute")
-        latest = max(minute, parse_minute(previous)) if isinstance(previous, str) else minute
+        latest = max(minute, parse_minute_iso(previous)) if isinstance(previous, str) else minute
         fmt = HISTORY_FORMATS[product]
         return {
             "schema_version": INDEX_SCHEMA_VERSION,
@@ -172,9 +202,9 @@ def _index_merge(
             "frame_size": FRAME_SIZE,
             "max_frames_per_minute": fmt.max_frames_per_minute,
             "urls": url_templates(layout, symbol, product),
-            "minute": iso_minute(latest),
-            "generated_at": iso_minute(latest + 1),
-            "next_update_at": iso_minute(latest + 2),
+            "minute": minute_iso(latest),
+            "generated_at": minute_iso(latest + 1),
+            "next_update_at": minute_iso(latest + 2),
             "hours": {h: hours[h] for h in newest},
         }
 
@@ -195,7 +225,7 @@ def _worth_completing(index: Mapping[str, Any] | None, minute: int) -> bool:
     hour), or the index shows every other minute of a not yet complete hour published (a gap filled)."""
     if minute % MINUTES_PER_HOUR == MINUTES_PER_HOUR - 1:
         return True
-    entry = (index or {}).get("hours", {}).get(iso_minute(hour_of(minute)))
+    entry = (index or {}).get("hours", {}).get(minute_iso(hour_of(minute)))
     if not isinstance(entry, dict) or entry.get("complete"):
         return False
     slot = minute % MINUTES_PER_HOUR

@@ -147,8 +147,10 @@ class Publication:
             for item in self._immutables:
                 self._write_immutable(item, report)
             if self._buffer is not None:
+                # a held pointer to a document queued here keeps its bytes for the flush
+                known = self._queued_encoding if self._buffer.layout == self._layout else None
                 for pointer in self._pointers:
-                    self._buffer.hold(pointer, report)
+                    self._buffer.hold(pointer, report, known)
                 return report
             if self._immutables and self._pointers:
                 self._store.barrier()  # no pointer may name an object a power loss could take back
@@ -176,11 +178,14 @@ class Publication:
         else:
             report.immutables_unchanged += 1
 
-    def _encode_pointer(self, document: Any) -> bytes:
+    def _queued_encoding(self, document: Any) -> bytes | None:
+        """The stored bytes of ``document`` if it was queued here as an immutable, else None."""
         queued = self._encoded.get(id(document))
-        if queued is not None and queued[0] is document:
-            return queued[1]
-        return self.encode_json(document)
+        return queued[1] if queued is not None and queued[0] is document else None
+
+    def _encode_pointer(self, document: Any) -> bytes:
+        data = self._queued_encoding(document)
+        return self.encode_json(document) if data is None else data
 
     def _write_pointer(self, pointer: _Pointer, report: PublishReport) -> None:
         for _ in range(POINTER_CAS_ATTEMPTS):
@@ -228,6 +233,7 @@ class _Held:
     base: StoredObject | None  # what the store held when last read or written (None: absent)
     document: Any | None  # ``base``'s document with ``merges`` applied (bytes for a binary pointer)
     merges: list[Callable[[Any | None], Any | None]] = field(default_factory=list)
+    encoded: bytes | None = None  # ``document``'s stored bytes where its publication had them, else None
 
 
 class PointerBuffer:
@@ -243,7 +249,7 @@ class PointerBuffer:
 
     def __init__(self, store: Store, layout: SiteLayout) -> None:
         self.store = store
-        self._layout = layout
+        self.layout = layout
         self._held: dict[str, _Held] = {}
 
     def pending(self) -> int:
@@ -257,8 +263,14 @@ class PointerBuffer:
             return held.document
         return read_pointer(self.store, key, binary=False)[1]
 
-    def hold(self, pointer: _Pointer, report: PublishReport) -> None:
-        """Apply one update in memory; counted as written when it changed the held document."""
+    def hold(
+        self,
+        pointer: _Pointer,
+        report: PublishReport,
+        known: Callable[[Any], bytes | None] | None = None,
+    ) -> None:
+        """Apply one update in memory; counted as written when it changed the held document.
+        ``known`` gives the stored bytes of a document where they are at hand (else None)."""
         held = self._held.get(pointer.key)
         if held is None:
             base, document = read_pointer(self.store, pointer.key, binary=pointer.binary)
@@ -270,6 +282,7 @@ class PointerBuffer:
             report.pointers_unchanged += 1
             return
         held.document = new_document
+        held.encoded = None if known is None or pointer.binary else known(new_document)
         report.pointers_written += 1
         report.keys_written.append(pointer.key)
 
@@ -292,7 +305,12 @@ class PointerBuffer:
         for _ in range(POINTER_CAS_ATTEMPTS):
             if held.document is None:
                 break  # absent and no merge created it
-            data = held.document if pointer.binary else encode_document(self._layout, held.document)
+            if pointer.binary:
+                data = held.document
+            elif held.encoded is not None:
+                data = held.encoded
+            else:
+                data = encode_document(self.layout, held.document)
             if held.base is not None and held.base.data == data:
                 break
             expected = held.base.etag if held.base is not None else None
@@ -301,6 +319,7 @@ class PointerBuffer:
             except PreconditionFailed:
                 logger.info("pointer %s changed under a held update; re-reading", pointer.key)
                 held.base, held.document = read_pointer(self.store, pointer.key, binary=pointer.binary)
+                held.encoded = None
                 for merge in held.merges:
                     merged = merge(held.document)
                     held.document = held.document if merged is None else merged

@@ -10,6 +10,7 @@ pointer backwards):
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from importlib import resources
@@ -28,8 +29,10 @@ INDEX_SCHEMA_VERSION = 1
 HEALTH_SCHEMA_VERSION = 1
 
 
+@functools.cache
 def schema_names() -> tuple[str, ...]:
-    """Every document with a JSON Schema shipped in ``moonstream/publish/schemas`` (``{name}.v1.json``)."""
+    """Every document with a JSON Schema shipped in ``moonstream/publish/schemas`` (``{name}.v1.json``);
+    listed once per process (the index merge of every minute asks)."""
     folder = resources.files("moonstream.publish") / "schemas"
     return tuple(
         sorted(p.name.removesuffix(".v1.json") for p in folder.iterdir() if p.name.endswith(".v1.json"))

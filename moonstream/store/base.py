@@ -62,7 +62,14 @@ def validate_key(key: str) -> str:
     if not key or key.startswith("/") or key.endswith("/") or "\\" in key or "\x00" in key:
         raise ValueError(f"invalid store key {key!r}")
     parts = key.split("/")
-    if any(part in ("", ".", "..") or part.startswith(TEMP_PREFIX) for part in parts) or parts[0] == ".meta":
+    if (
+        "" in parts
+        or "." in parts
+        or ".." in parts
+        or parts[0] == ".meta"
+        or key.startswith(TEMP_PREFIX)  # a part starting with TEMP_PREFIX: the first or one after a "/"
+        or f"/{TEMP_PREFIX}" in key
+    ):
         raise ValueError(f"invalid store key {key!r}")
     return key
 
@@ -137,6 +144,6 @@ class Store(abc.ABC):
             self.create(key, data, meta)
             return True
         except ObjectExists:
-            if self.read(key).data == data:
+            if self.read_bytes(key) == data:
                 return False
             raise

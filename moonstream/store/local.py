@@ -20,7 +20,9 @@ never leaves a torn object either way. The sidecar is written before the object,
 object always has its sidecar; a crash between the two leaves the previous object with the new
 metadata, never a torn object. Writers of one key (create, replace, put, delete) hold the key's stripe
 lock exclusively, across processes, which makes create-only and compare-and-swap exact; readers hold it
-shared where the lock file can be opened, so bytes and metadata are read as one version.
+shared where the lock file can be opened, so bytes and metadata are read as one version. Reads of
+the bytes alone (``read_bytes``, ``exists``) take no lock: a write replaces the file by a rename, so
+one open (or ``stat``) sees one version, whole.
 
 An object created (create-only) with its folder's metadata gets no sidecar of its own: a folder of
 immutable versions holds objects that all share one, and creating a file is the dearest step of a
@@ -36,13 +38,15 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fcntl
 import hashlib
+import itertools
 import json
 import logging
 import mimetypes
 import os
-import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,6 +86,13 @@ _KNOWN_TYPES = {
 }
 
 _MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
+# What pathlib's is_file/is_dir take for "no such file" rather than an error.
+_STAT_ABSENT = frozenset((errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP))
+
+_O_READ = os.O_RDONLY | os.O_CLOEXEC
+_O_TEMP = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_READ_SIZE = 64 * 1024
 
 
 def guess_meta(key: str) -> ObjectMeta:
@@ -96,8 +107,8 @@ def md5_etag(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def _fsync_dir(path: str | Path) -> None:
+    fd = os.open(path, _O_DIR)
     try:
         os.fsync(fd)
     finally:
@@ -117,7 +128,7 @@ _SYNCFS = _libc_syncfs()
 def _sync_filesystem(root: Path) -> None:
     """Flush the file system holding ``root`` (``syncfs``; ``sync`` of every one where it is missing)."""
     if _SYNCFS is not None:
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = os.open(root, _O_DIR)
         try:
             if _SYNCFS(fd) == 0:
                 return
@@ -126,81 +137,215 @@ def _sync_filesystem(root: Path) -> None:
     os.sync()
 
 
-def _ensure_dir(path: Path, sync: bool = True) -> None:
-    """``mkdir -p`` that fsyncs each parent whose entries it changed (when ``sync``)."""
-    if path.is_dir():
-        return
-    _ensure_dir(path.parent, sync)
+def _is_dir(path: str) -> bool:
     try:
-        path.mkdir()
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError as exc:
+        if exc.errno in _STAT_ABSENT:
+            return False
+        raise
+
+
+def _stat_mode(path: str) -> int:
+    """``st_mode`` of ``path`` (symlinks followed), 0 where pathlib's ``is_file`` would say absent.
+    (An absent path, the usual answer, costs no exception: ``access`` says so without raising.)"""
+    if not os.access(path, os.F_OK):
+        return 0
+    try:
+        return os.stat(path).st_mode
+    except OSError as exc:
+        if exc.errno in _STAT_ABSENT:
+            return 0
+        raise
+
+
+def _ensure_dir(path: str | Path, sync: bool = True) -> None:
+    """``mkdir -p`` that fsyncs each parent whose entries it changed (when ``sync``)."""
+    path = os.fspath(path)
+    if _is_dir(path):
+        return
+    parent = os.path.dirname(path)
+    _ensure_dir(parent, sync)
+    try:
+        os.mkdir(path)
     except FileExistsError:
-        if not path.is_dir():
+        if not _is_dir(path):
             raise
         return
     if sync:
-        _fsync_dir(path.parent)
+        _fsync_dir(parent)
 
 
-def _write_temp(folder: Path, data: bytes, sync: bool) -> Path:
-    """A new temp file in ``folder`` (created if missing) holding ``data``, fsynced with ``sync``."""
-    _ensure_dir(folder, sync)
-    tmp = folder / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
-    # 0o666 minus the umask, like any file: a web server must be able to read what we publish.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+def _read_fd(fd: int) -> bytes:
+    """Everything from ``fd``'s position to the end of the file (a read returning nothing)."""
+    data = os.read(fd, _READ_SIZE)
+    if not data:
+        return data
+    chunks = [data]
+    if len(data) == _READ_SIZE:  # a large file: the rest in one read where its size says so
+        more = os.fstat(fd).st_size - len(data)
+        if more > 0:
+            chunks.append(os.read(fd, more + 1))
+    while chunks[-1]:
+        chunks.append(os.read(fd, _READ_SIZE))
+    return chunks[0] if len(chunks) == 2 else b"".join(chunks)
+
+
+def _read_path(path: str) -> bytes:
+    """The bytes of the file ``path``; raises what opening or reading it raises (``_MISSING`` for
+    an absent file or a directory)."""
+    fd = os.open(path, _O_READ)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        return _read_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_if_present(path: str) -> bytes | None:
+    """The bytes of the file ``path``, or None if there is none (checked first with ``access``,
+    which costs no exception when it is absent, the usual case of a sidecar)."""
+    if not os.access(path, os.F_OK):
+        return None
+    try:
+        return _read_path(path)
+    except _MISSING:
+        return None
+
+
+def _flock(fd: int, operation: int) -> int:
+    """``fd`` once ``flock`` gave it the lock (closed if that failed)."""
+    try:
+        fcntl.flock(fd, operation)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class _TempNames:
+    """Names for temp files: a random per-process part (drawn again in a forked child) and a
+    counter, so a name costs no system call; ``O_EXCL`` keeps a clash (say, a crashed writer's
+    leftover) from overwriting anything, and :func:`_open_temp` then draws a new random part."""
+
+    def __init__(self) -> None:
+        self.reseed()
+        os.register_at_fork(after_in_child=self.reseed)
+
+    def reseed(self) -> None:
+        self._prefix = f"{TEMP_PREFIX}{os.urandom(5).hex()}"
+        self._counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):06x}"
+
+
+_TEMP_NAMES = _TempNames()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    written = os.write(fd, data)
+    if written < len(data):
+        with memoryview(data) as view:
+            while written < len(data):
+                written += os.write(fd, view[written:])
+
+
+def _open_temp(folder: str, sync: bool) -> tuple[str, int]:
+    """A new temp file in ``folder`` (created if missing), opened for writing: its name and fd."""
+    for _ in range(8):
+        tmp = f"{folder}/{_TEMP_NAMES.next()}"
+        try:
+            # 0o666 minus the umask, like any file: a web server must be able to read what we publish.
+            return tmp, os.open(tmp, _O_TEMP, 0o666)
+        except FileNotFoundError:
+            _ensure_dir(folder, sync)  # a new folder: found missing by the open, not a stat each time
+        except FileExistsError:
+            _TEMP_NAMES.reseed()
+    tmp = f"{folder}/{_TEMP_NAMES.next()}"
+    return tmp, os.open(tmp, _O_TEMP, 0o666)
+
+
+def _write_temp(folder: str | Path, data: bytes, sync: bool) -> str:
+    """A new temp file in ``folder`` (created if missing) holding ``data``, fsynced with ``sync``."""
+    tmp, fd = _open_temp(os.fspath(folder), sync)
+    try:
+        try:
+            _write_all(fd, data)
             if sync:
-                fh.flush()
-                os.fsync(fh.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
     except BaseException:
         with contextlib.suppress(OSError):
-            tmp.unlink()
+            os.unlink(tmp)
         raise
     return tmp
 
 
-def _atomic_write(path: Path, data: bytes, sync: bool = True) -> None:
+def _atomic_write(path: str | Path, data: bytes, sync: bool = True) -> None:
     """Write ``data`` to ``path`` via a temp file in the same directory and ``os.replace``; with
     ``sync``, the file and then the directory are fsynced."""
-    tmp = _write_temp(path.parent, data, sync)
+    folder = os.path.dirname(path)
+    tmp = _write_temp(folder, data, sync)
     try:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
-            tmp.unlink()
+            os.unlink(tmp)
         raise
     if sync:
-        _fsync_dir(path.parent)
+        _fsync_dir(folder)
 
 
-def _create_only(path: Path, data: bytes, sync: bool) -> bytes:
+def _create_only(path: str | Path, data: bytes, sync: bool) -> bytes:
     """Give ``path`` the content ``data`` unless it exists (whole or not at all: a temp file linked
     into place); returns what ``path`` holds afterwards."""
-    tmp = _write_temp(path.parent, data, sync)
+    folder = os.path.dirname(path)
+    tmp = _write_temp(folder, data, sync)
     try:
         try:
             os.link(tmp, path)
         except FileExistsError:
-            return path.read_bytes()
+            return _read_path(os.fspath(path))
     finally:
         with contextlib.suppress(OSError):
-            tmp.unlink()
+            os.unlink(tmp)
     if sync:
-        _fsync_dir(path.parent)
+        _fsync_dir(folder)
     return data
 
 
+_META_JSON: dict[ObjectMeta, bytes] = {}
+_META_PARSED: dict[bytes, ObjectMeta] = {}
+_META_CACHE_SIZE = 256
+
+
 def _meta_to_json(meta: ObjectMeta) -> bytes:
-    doc = {
-        "content_type": meta.content_type,
-        "cache_control": meta.cache_control,
-        "content_encoding": meta.content_encoding,
-    }
-    return json.dumps(doc, sort_keys=True).encode()
+    data = _META_JSON.get(meta)
+    if data is None:
+        doc = {
+            "content_type": meta.content_type,
+            "cache_control": meta.cache_control,
+            "content_encoding": meta.content_encoding,
+        }
+        data = json.dumps(doc, sort_keys=True).encode()
+        if len(_META_JSON) >= _META_CACHE_SIZE:
+            _META_JSON.clear()
+        _META_JSON[meta] = data
+    return data
 
 
 def _meta_from_json(raw: bytes) -> ObjectMeta:
+    meta = _META_PARSED.get(raw)
+    if meta is None:
+        meta = _parse_meta(raw)
+        if len(_META_PARSED) >= _META_CACHE_SIZE:
+            _META_PARSED.clear()
+        _META_PARSED[raw] = meta
+    return meta
+
+
+def _parse_meta(raw: bytes) -> ObjectMeta:
     doc = json.loads(raw)
     if not isinstance(doc, dict):
         raise ValueError("sidecar is not a JSON object")
@@ -231,35 +376,51 @@ class LocalStore(Store):
         self.url = self.root.as_uri()
         self._meta_root = self.root / META_DIR / "objects"
         self._lock_root = self.root / META_DIR / "locks"
+        # The same places as plain strings: the hot paths join keys to them without pathlib.
+        root = str(self.root)
+        self._root_prefix = root if root.endswith("/") else f"{root}/"
+        self._meta_prefix = f"{self._meta_root}/"
+        self._lock_dir = str(self._lock_root)
+        self._lock_paths = [f"{self._lock_dir}/{stripe:02x}.lock" for stripe in range(256)]
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.root)!r})"
 
     # -- paths and locks -------------------------------------------------------------------------
 
-    def _object_path(self, key: str) -> Path:
-        return self.root / validate_key(key)
+    def _object_path(self, key: str) -> str:
+        return self._root_prefix + validate_key(key)
 
-    def _sidecar_path(self, key: str) -> Path:
-        return self._meta_root / key
+    def _sidecar_path(self, key: str) -> str:
+        return self._meta_prefix + key
+
+    def _lock_path(self, key: str) -> str:
+        return self._lock_paths[hashlib.sha256(key.encode()).digest()[0]]
+
+    def _lock_exclusive(self, key: str) -> int:
+        """Take the key's stripe lock exclusively: the fd holding it (closing it releases the lock)."""
+        path = self._lock_path(key)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except FileNotFoundError:  # the first write to this store
+            _ensure_dir(self._lock_dir, self.fsync_each_write)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        return _flock(fd, fcntl.LOCK_EX)
+
+    def _lock_shared(self, key: str) -> int | None:
+        """Take the key's stripe lock shared: the fd holding it, or None where the lock file cannot be
+        opened (a read-only or never-written store: nothing writes it concurrently)."""
+        try:
+            fd = os.open(self._lock_path(key), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError:
+            return None
+        return _flock(fd, fcntl.LOCK_SH)
 
     @contextlib.contextmanager
     def _locked(self, key: str, *, exclusive: bool) -> Iterator[None]:
         """Hold the key's stripe lock; shared locks are skipped where the lock file cannot be opened."""
-        stripe = hashlib.sha256(key.encode()).hexdigest()[:2]
-        path = self._lock_root / f"{stripe}.lock"
-        fd: int | None
-        if exclusive:
-            _ensure_dir(self._lock_root, self.fsync_each_write)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        else:
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
-            except OSError:
-                fd = None  # a read-only or never-written store: nothing writes it concurrently
+        fd = self._lock_exclusive(key) if exclusive else self._lock_shared(key)
         try:
-            if fd is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             yield
         finally:
             if fd is not None:
@@ -272,11 +433,10 @@ class LocalStore(Store):
 
     def _read_meta(self, key: str) -> ObjectMeta:
         sidecar = self._sidecar_path(key)
-        try:
-            raw = sidecar.read_bytes()
-        except _MISSING:
+        raw = _read_if_present(sidecar)
+        if raw is None:
             try:
-                raw = (sidecar.parent / FOLDER_META).read_bytes()
+                raw = _read_path(f"{os.path.dirname(sidecar)}/{FOLDER_META}")
             except _MISSING:
                 return guess_meta(key)
         try:
@@ -285,90 +445,156 @@ class LocalStore(Store):
             logger.warning("%s: ignoring unreadable sidecar of %r (%s)", self.url, key, exc)
             return guess_meta(key)
 
-    def _current_etag(self, path: Path) -> str | None:
+    def _current_etag(self, path: str) -> str | None:
         try:
-            with path.open("rb") as fh:
-                return hashlib.file_digest(fh, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
+            fd = os.open(path, _O_READ)
         except _MISSING:
             return None
+        try:
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                return None  # what opening a directory as a file says: no object
+            digest = hashlib.md5(usedforsecurity=False)
+            while chunk := os.read(fd, 256 * 1024):
+                digest.update(chunk)
+            return digest.hexdigest()
+        finally:
+            os.close(fd)
 
     def read(self, key: str) -> StoredObject:
         """The object's bytes, etag and metadata; raises :class:`ObjectNotFound`."""
         path = self._object_path(key)
         try:
-            with self._locked(key, exclusive=False):
+            fd = self._lock_shared(key)
+            try:
                 try:
-                    data = path.read_bytes()
+                    data = _read_path(path)
                 except _MISSING as exc:
                     raise ObjectNotFound(f"{self.url}: no object {key!r}") from exc
                 meta = self._read_meta(key)
+            finally:
+                if fd is not None:
+                    os.close(fd)
         except OSError as exc:
             raise self._wrap_os_error("read", key, exc) from exc
         return StoredObject(key=key, data=data, etag=md5_etag(data), meta=meta)
+
+    def read_bytes(self, key: str) -> bytes:
+        """The object's bytes alone (what :meth:`read` returns as ``data``); raises
+        :class:`ObjectNotFound`. Takes no lock: a write replaces the file by a rename, so one
+        open sees one version whole, and there is no metadata to match."""
+        path = self._object_path(key)
+        try:
+            return _read_path(path)
+        except _MISSING as exc:
+            raise ObjectNotFound(f"{self.url}: no object {key!r}") from exc
+        except OSError as exc:
+            raise self._wrap_os_error("read", key, exc) from exc
 
     def head(self, key: str) -> StoredObject | None:
         """Etag and metadata without the body, or None if absent."""
         path = self._object_path(key)
         try:
-            with self._locked(key, exclusive=False):
+            fd = self._lock_shared(key)
+            try:
                 etag = self._current_etag(path)
                 if etag is None:
                     return None
                 meta = self._read_meta(key)
+            finally:
+                if fd is not None:
+                    os.close(fd)
         except OSError as exc:
             raise self._wrap_os_error("head", key, exc) from exc
         return StoredObject(key=key, data=b"", etag=etag, meta=meta)
+
+    def exists(self, key: str) -> bool:
+        """Whether the object exists (what ``head(key) is not None`` says), from one ``stat``."""
+        path = self._object_path(key)
+        try:
+            return not stat.S_ISDIR(os.stat(path).st_mode)
+        except _MISSING:
+            return False
+        except OSError as exc:
+            raise self._wrap_os_error("head", key, exc) from exc
 
     def list(self, prefix: str = "") -> Iterator[str]:
         """Every key starting with ``prefix``, sorted; never sidecars, locks or temp files."""
         head, _, _ = validate_prefix(prefix).rpartition("/")
         if head.split("/")[0] == META_DIR:
             return iter(())
-        base = self.root / head if head else self.root
         keys: list[str] = []
-        for dirpath, dirnames, filenames in os.walk(base):
-            rel = os.path.relpath(dirpath, self.root)
-            rel = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-            dirnames[:] = [
-                d for d in dirnames if not d.startswith(TEMP_PREFIX) and not (rel == "" and d == META_DIR)
-            ]
-            for name in filenames:
-                key = rel + name
-                if not name.startswith(TEMP_PREFIX) and key.startswith(prefix):
-                    keys.append(key)
+        # What os.walk (top-down, symlinked folders not entered, unreadable folders skipped) finds
+        # under the prefix's folder, with keys built from the names instead of relative paths.
+        pending = [(f"{self._root_prefix}{head}" if head else str(self.root), f"{head}/" if head else "")]
+        while pending:
+            folder, rel = pending.pop()
+            files: list[str] = []
+            subfolders: list[tuple[str, str]] = []
+            try:
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        name = entry.name
+                        try:
+                            is_dir = entry.is_dir()
+                        except OSError:
+                            is_dir = False
+                        if not is_dir:
+                            files.append(name)
+                        elif not name.startswith(TEMP_PREFIX) and (rel or name != META_DIR):
+                            try:
+                                if entry.is_symlink():
+                                    continue
+                            except OSError:
+                                pass
+                            subfolders.append((entry.path, f"{rel}{name}/"))
+            except OSError:
+                continue  # as os.walk: a folder that cannot be read (or vanished) adds nothing
+            keys.extend(
+                key
+                for name in files
+                if not name.startswith(TEMP_PREFIX) and (key := rel + name).startswith(prefix)
+            )
+            pending.extend(subfolders)
         return iter(sorted(keys))
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def _write(self, key: str, path: Path, data: bytes, meta: ObjectMeta, *, inherit: bool = False) -> str:
+    def _write(
+        self,
+        key: str,
+        path: str,
+        data: bytes,
+        meta: ObjectMeta,
+        *,
+        inherit: bool = False,
+        mode: int | None = None,
+    ) -> str:
         """Write the sidecar unless the object already has this metadata (its own or, without its
         own, its folder's), then the object. ``inherit`` (create): a folder without metadata yet
-        takes this object's."""
-        if path.is_dir():
+        takes this object's. ``mode``: the path's ``st_mode`` if the caller just took it."""
+        if stat.S_ISDIR(_stat_mode(path) if mode is None else mode):
             raise StoreError(f"{self.url}: cannot write {key!r}: other keys live under it")
         sync = self.fsync_each_write
         sidecar = self._sidecar_path(key)
         sidecar_data = _meta_to_json(meta)
-        try:
-            own: bytes | None = sidecar.read_bytes()
-        except _MISSING:
-            own = None
+        own = _read_if_present(sidecar)
         if own != sidecar_data and (
             own is not None
-            or self._folder_meta_for(sidecar.parent, sidecar_data if inherit else None) != sidecar_data
+            or self._folder_meta_for(os.path.dirname(sidecar), sidecar_data if inherit else None)
+            != sidecar_data
         ):
             _atomic_write(sidecar, sidecar_data, sync)
         _atomic_write(path, data, sync)
         return md5_etag(data)
 
-    def _folder_meta_for(self, folder: Path, proposed: bytes | None) -> bytes | None:
+    def _folder_meta_for(self, folder: str, proposed: bytes | None) -> bytes | None:
         """The metadata of sidecar folder ``folder``; ``proposed`` becomes it if it has none yet.
         None if it has none (and none is proposed) or cannot have one (e.g. a key's folder is named
         like it): its objects keep sidecars of their own. Read each time (a read is cheap; a folder
         deleted meanwhile must not be trusted)."""
-        path = folder / FOLDER_META
+        path = f"{folder}/{FOLDER_META}"
         try:
-            return path.read_bytes()
+            return _read_path(path)
         except _MISSING:
             if proposed is None:
                 return None
@@ -388,10 +614,14 @@ class LocalStore(Store):
         """Write a new object; raise :class:`ObjectExists` if the key exists. Returns the etag."""
         path = self._object_path(key)
         try:
-            with self._locked(key, exclusive=True):
-                if path.is_file():
+            fd = self._lock_exclusive(key)
+            try:
+                mode = _stat_mode(path)
+                if stat.S_ISREG(mode):
                     raise ObjectExists(f"{self.url}: {key!r} already exists")
-                return self._write(key, path, data, meta, inherit=True)
+                return self._write(key, path, data, meta, inherit=True, mode=mode)
+            finally:
+                os.close(fd)  # releases the lock
         except OSError as exc:
             raise self._wrap_os_error("create", key, exc) from exc
 
@@ -425,10 +655,10 @@ class LocalStore(Store):
             with self._locked(key, exclusive=True):
                 for victim in (path, self._sidecar_path(key)):
                     try:
-                        victim.unlink()
+                        os.unlink(victim)
                     except _MISSING:
                         continue
                     if self.fsync_each_write:
-                        _fsync_dir(victim.parent)
+                        _fsync_dir(os.path.dirname(victim))
         except OSError as exc:
             raise self._wrap_os_error("delete", key, exc) from exc

@@ -390,8 +390,8 @@ def test_local_sidecar_is_written_before_the_object(tmp_path: Path, monkeypatch:
     written: list[Path] = []
     real = local._atomic_write
 
-    def recording(path: Path, data: bytes, sync: bool = True) -> None:
-        written.append(path)
+    def recording(path: str | Path, data: bytes, sync: bool = True) -> None:
+        written.append(Path(path))
         real(path, data, sync)
 
     monkeypatch.setattr(local, "_atomic_write", recording)

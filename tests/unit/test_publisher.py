@@ -149,6 +149,34 @@ def test_held_pointers_write_the_same_objects_as_publishing_minute_by_minute(tmp
     assert buffer.pending() == 0 and buffer.flush().keys_written == []
 
 
+def test_a_held_latest_pointer_is_flushed_with_its_versions_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import moonstream.publish.publisher as publisher
+
+    store = LocalStore(tmp_path)
+    buffer = PointerBuffer(store, LAYOUT)
+    for minute in (100, 101):
+        with publication(store, LAYOUT, pointers=buffer) as pub:
+            add_minute_documents(
+                pub, LAYOUT, "BTC", minute, {"market": doc(iso_minute(minute))}, SOURCES, None
+            )
+    encoded: list[object] = []
+    real = publisher.encode_document
+
+    def counting(layout: SiteLayout, document: object) -> bytes:
+        encoded.append(document)
+        return real(layout, document)
+
+    monkeypatch.setattr(publisher, "encode_document", counting)
+    buffer.flush()
+    # latest.json is the bytes of its version, not encoded again; index and health are encoded
+    assert store.read_bytes("v1/BTC/market/latest.json") == store.read_bytes(
+        "v1/BTC/market/1970-01-01/0141.json"
+    )
+    assert len(encoded) == 2 and doc(iso_minute(101)) not in encoded
+
+
 def test_a_flush_after_another_writer_applies_the_held_updates_again(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     buffer = PointerBuffer(store, LAYOUT)
