@@ -191,12 +191,13 @@ new_notional(PyObject *price, PyObject *qty, PyObject *old)
     return notional;
 }
 
-/* `cur[j] = price * (qty - old)` (value None) or `cur[j] = value + price * (qty - old)`, integrating
- * `float(value) * (t - since)` into acc[j] first when the bucket last changed before t. */
-static int
-integrate(Window *w, PyObject *price, PyObject *qty, PyObject *old, PyObject *t)
+/* The bucket of `price` on a window's grid: `index[price]`, else `index_miss(index, step, price)`
+ * (setting *called first, when given), minus i_min. 0 with *j set, or -1 with an error set. */
+int
+native_bucket_of(PyObject *index, PyObject *step, PyObject *index_miss, long long i_min, PyObject *price,
+                 long long *j, int *called)
 {
-    PyObject *bucket = native_lookup(w->index, price);
+    PyObject *bucket = native_lookup(index, price);
     long long i;
     if (bucket != NULL) {
         i = PyLong_AsLongLong(bucket);
@@ -205,8 +206,10 @@ integrate(Window *w, PyObject *price, PyObject *qty, PyObject *old, PyObject *t)
         if (PyErr_Occurred()) {
             return -1;
         }
-        w->called = 1;
-        PyObject *computed = PyObject_CallFunctionObjArgs(w->index_miss, w->index, w->step, price, NULL);
+        if (called != NULL) {
+            *called = 1;
+        }
+        PyObject *computed = PyObject_CallFunctionObjArgs(index_miss, index, step, price, NULL);
         if (computed == NULL) {
             return -1;
         }
@@ -216,7 +219,19 @@ integrate(Window *w, PyObject *price, PyObject *qty, PyObject *old, PyObject *t)
     if (i == -1 && PyErr_Occurred()) {
         return -1;
     }
-    long long j = i - w->i_min;
+    *j = i - i_min;
+    return 0;
+}
+
+/* `cur[j] = price * (qty - old)` (value None) or `cur[j] = value + price * (qty - old)`, integrating
+ * `float(value) * (t - since)` into acc[j] first when the bucket last changed before t. */
+static int
+integrate(Window *w, PyObject *price, PyObject *qty, PyObject *old, PyObject *t)
+{
+    long long j;
+    if (native_bucket_of(w->index, w->step, w->index_miss, w->i_min, price, &j, &w->called) < 0) {
+        return -1;
+    }
     if (j < 0 || j >= w->n) {
         return 0;
     }

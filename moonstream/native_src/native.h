@@ -68,6 +68,8 @@ NATIVE_INTERNAL PyObject *native_depth_event(PyObject *module, PyObject *const *
 
 /* book.c */
 NATIVE_INTERNAL int native_compare(PyObject *a, PyObject *b, int op);
+NATIVE_INTERNAL int native_bucket_of(PyObject *index, PyObject *step, PyObject *index_miss, long long i_min,
+                                     PyObject *price, long long *j, int *called);
 NATIVE_INTERNAL int native_window_from(PyObject *arrays, PyObject *index_miss, Window *w);
 NATIVE_INTERNAL int native_apply_levels(PyObject *book, PyObject **tops_ref, PyObject *levels, PyObject *side,
                                         int bids, PyObject *t, Window *window, PyObject *side_tops,

@@ -112,35 +112,6 @@ error:
 
 /* ---- open_side ------------------------------------------------------------------------------ */
 
-/* The bucket of `price` on a window's grid: `index[price]`, else `index_miss(index, step, price)`,
- * minus i_min. 0 with *j set, or -1 with an error set. */
-static int
-bucket_of(PyObject *index, PyObject *step, PyObject *index_miss, long long i_min, PyObject *price,
-          long long *j)
-{
-    PyObject *bucket = native_lookup(index, price);
-    long long i;
-    if (bucket != NULL) {
-        i = PyLong_AsLongLong(bucket);
-    }
-    else {
-        if (PyErr_Occurred()) {
-            return -1;
-        }
-        PyObject *computed = PyObject_CallFunctionObjArgs(index_miss, index, step, price, NULL);
-        if (computed == NULL) {
-            return -1;
-        }
-        i = PyLong_AsLongLong(computed);
-        Py_DECREF(computed);
-    }
-    if (i == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    *j = i - i_min;
-    return 0;
-}
-
 /* WindowAccumulator.open_book's loop over one side: the new `cur` list, each bucket the sum, in the
  * dict's order, of `price * qty` of its levels (starting from `zero`), None where none. */
 PyObject *
@@ -177,7 +148,7 @@ native_open_side(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t 
     while (PyDict_Next(levels, &pos, &key, &item)) {
         PyObject *price = Py_NewRef(key), *qty = Py_NewRef(item);
         long long j;
-        int failed = bucket_of(index, step, index_miss, i_min, price, &j);
+        int failed = native_bucket_of(index, step, index_miss, i_min, price, &j, NULL);
         if (!failed && 0 <= j && j < n) {
             PyObject *value = PyList_GET_ITEM(cur, j);
             PyObject *notional = PyNumber_Multiply(price, qty);
