@@ -249,13 +249,9 @@ def test_set_levels_gives_the_python_books_frames_and_states(
     assert compiled == python
 
 
-@needs_native
-@pytest.mark.parametrize("exchanges", [("binance",), ("binance", "bybit", "okx")])
-def test_orderbook_steps_are_identical_without_the_extension(
-    exchanges: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The order-book tests' random traffic (gaps, resyncs, long decimals that round)."""
-    stream = _stream(11, exchanges)
+def _steps_both_ways(stream: list[list[Any]], monkeypatch: pytest.MonkeyPatch) -> list[list[Any]]:
+    """The dumped states and outputs of ``step_orderbook`` over ``stream``'s minutes, from an empty
+    state: [compiled, Python]."""
     results = []
     for use_native in (True, False):
         _switch(monkeypatch, use_native)
@@ -267,6 +263,17 @@ def test_orderbook_steps_are_identical_without_the_extension(
             dumps.append(_dump(state, out))
         results.append(dumps)
     orderbook.clear_kept_books()
+    return results
+
+
+@needs_native
+@pytest.mark.parametrize("exchanges", [("binance",), ("binance", "bybit", "okx")])
+def test_orderbook_steps_are_identical_without_the_extension(
+    exchanges: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order-book tests' random traffic (gaps, resyncs, long decimals that round)."""
+    stream = _stream(11, exchanges)
+    results = _steps_both_ways(stream, monkeypatch)
     assert results[0] == results[1]
 
 
@@ -360,17 +367,7 @@ def test_binance_run_gives_the_python_loops_states_and_frames(
 
     monkeypatch.setattr(logging.getLogger("moonstream.jobs.engines.orderbook_binance"), "disabled", True)
     stream = _run_stream(seed)
-    results = []
-    for use_native in (True, False):
-        _switch(monkeypatch, use_native)
-        orderbook.clear_kept_books()
-        state: dict[str, Any] = {}
-        dumps = []
-        for m, events in enumerate(stream):
-            state, out = step_orderbook(state, events, "BTC", MINUTE + m)
-            dumps.append(_dump(state, out))
-        results.append(dumps)
-    orderbook.clear_kept_books()
+    results = _steps_both_ways(stream, monkeypatch)
     assert results[0] == results[1]
     stats = [json.loads(d[1]) for d in results[0]]
     seen = {k: sum(s["this_minute"][k] for s in stats) for k in orderbook.COUNTERS}
