@@ -149,18 +149,24 @@ def test_held_pointers_write_the_same_objects_as_publishing_minute_by_minute(tmp
     assert buffer.pending() == 0 and buffer.flush().keys_written == []
 
 
+def _held_minutes(store: LocalStore, minutes: tuple[int, ...]) -> PointerBuffer:
+    """BTC market documents of ``minutes`` published to ``store`` with their pointer updates held."""
+    buffer = PointerBuffer(store, LAYOUT)
+    for minute in minutes:
+        with publication(store, LAYOUT, pointers=buffer) as pub:
+            add_minute_documents(
+                pub, LAYOUT, "BTC", minute, {"market": doc(iso_minute(minute))}, SOURCES, None
+            )
+    return buffer
+
+
 def test_a_held_latest_pointer_is_flushed_with_its_versions_bytes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import moonstream.publish.publisher as publisher
 
     store = LocalStore(tmp_path)
-    buffer = PointerBuffer(store, LAYOUT)
-    for minute in (100, 101):
-        with publication(store, LAYOUT, pointers=buffer) as pub:
-            add_minute_documents(
-                pub, LAYOUT, "BTC", minute, {"market": doc(iso_minute(minute))}, SOURCES, None
-            )
+    buffer = _held_minutes(store, (100, 101))
     encoded: list[object] = []
     real = publisher.encode_document
 
@@ -179,12 +185,7 @@ def test_a_held_latest_pointer_is_flushed_with_its_versions_bytes(
 
 def test_a_flush_after_another_writer_applies_the_held_updates_again(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
-    buffer = PointerBuffer(store, LAYOUT)
-    for minute in (100, 101):
-        with publication(store, LAYOUT, pointers=buffer) as pub:
-            add_minute_documents(
-                pub, LAYOUT, "BTC", minute, {"market": doc(iso_minute(minute))}, SOURCES, None
-            )
+    buffer = _held_minutes(store, (100, 101))
     assert buffer.document("v1/health.json")["symbols"]["BTC"]["last_minute"] == iso_minute(101)
     # Meanwhile another runner publishes ETH and a newer BTC minute straight to the store.
     with publication(store, LAYOUT) as pub:
