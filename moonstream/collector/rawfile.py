@@ -132,18 +132,6 @@ def parse_raw_key(key: str) -> RawKey:
     return parsed
 
 
-def _parse_key_in_folder(key: str, day: str, hhmm: str, minute: int) -> RawKey:
-    """:func:`parse_raw_key` of a key listed in the folder of ``minute`` (``day``/``hhmm`` being
-    its canonical text): the same result or error, without parsing the date when it is the folder's."""
-    match = _KEY_RE.match(key)
-    if match is None or match["date"] != day or match["hhmm"] != hhmm:
-        return parse_raw_key(key)
-    parsed = RawKey(match["symbol"], minute, match["exchange"], match["collector"])
-    if parsed.key != key:
-        raise RawFormatError(f"non-canonical raw key {key!r}")
-    return parsed
-
-
 def is_valid_collector_id(collector: str) -> bool:
     """Collector ids are ``[a-z0-9][a-z0-9-]{0,40}``: no dots, so keys split unambiguously."""
     return bool(_COLLECTOR_RE.match(collector))
@@ -784,14 +772,12 @@ class ReadReport:
 def _list_keys(store: Store, symbol: str, first: int | None, last: int | None) -> list[RawKey]:
     if not is_valid_symbol(symbol):
         raise ValueError(f"invalid symbol {symbol!r}")
-    folder: tuple[str, str, int] | None = None  # (day, hhmm, minute) of a one-minute listing
     if first is not None and last is not None:
         if first > last:
             return []
         if first == last:  # one minute: list only its folder, not the whole day
             day, hhmm = minute_date_hhmm(first)
             prefixes = [f"{RAW_PREFIX}{symbol}/{day}/{hhmm}/"]
-            folder = (day, hhmm, first)
         else:
             days = range(first // _MINUTES_PER_DAY, last // _MINUTES_PER_DAY + 1)
             prefixes = [
@@ -805,7 +791,7 @@ def _list_keys(store: Store, symbol: str, first: int | None, last: int | None) -
             if not name.endswith(RAW_SUFFIX):
                 continue
             try:
-                key = parse_raw_key(name) if folder is None else _parse_key_in_folder(name, *folder)
+                key = parse_raw_key(name)
             except RawFormatError:
                 log.warning("ignoring malformed raw key %s", name)
                 continue

@@ -30,7 +30,7 @@ from moonstream.jobs.engines import ENGINES, engine_versions, has_liquidation_en
 from moonstream.jobs.events import Event
 from moonstream.jobs.normalize import NormalizeStats, normalize_records
 from moonstream.jobs.state import SymbolState, load_state_before, save_state
-from moonstream.publish.layout import SiteLayout, minute_iso
+from moonstream.publish.layout import SiteLayout
 from moonstream.publish.publisher import PointerBuffer, publication
 from moonstream.publish.site import add_minute_documents
 from moonstream.store import Store, open_store
@@ -142,9 +142,9 @@ def compute_minute(
     envelope = {
         "schema_version": DOCUMENT_SCHEMA_VERSION,
         "symbol": symbol,
-        "minute": minute_iso(minute),
-        "generated_at": minute_iso(minute + 1),
-        "next_update_at": minute_iso(minute + 2),
+        "minute": iso_minute(minute),
+        "generated_at": iso_minute(minute + 1),
+        "next_update_at": iso_minute(minute + 2),
         "sources": sources,
         "normalize_errors": stats.error_total(),
     }

@@ -38,14 +38,11 @@ from moonstream.publish.layout import (
     API_VERSION,
     BINARY_TYPE,
     SiteLayout,
-    date_hhmm,
-    minute_iso,
-    parse_minute_iso,
     pointer_cache_control,
 )
 from moonstream.publish.publisher import BytesMerge, PointerMerge, Publication
 from moonstream.store.base import ObjectMeta, ObjectNotFound, Store
-from moonstream.timeutil import iso_minute, minute_date_hhmm
+from moonstream.timeutil import iso_minute, minute_date_hhmm, parse_minute
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +80,7 @@ def _history_key(layout: SiteLayout, symbol: str, product: str, *parts: str) -> 
 
 def chunk_key(layout: SiteLayout, symbol: str, product: str, hour: int, *, partial: bool = False) -> str:
     """``v1/{SYM}/{product}/history/{YYYY-MM-DD}/{HH}.bin`` (or ``{HH}.partial.bin``)."""
-    day, hhmm = date_hhmm(hour_of(hour))
+    day, hhmm = minute_date_hhmm(hour_of(hour))
     return _history_key(layout, symbol, product, day, f"{hhmm[:2]}{'.partial' if partial else ''}.bin")
 
 
@@ -177,7 +174,7 @@ def _empty_hour() -> dict[str, Any]:
 def _index_merge(
     layout: SiteLayout, symbol: str, product: str, minute: int, n_frames: int, completed: bool
 ) -> PointerMerge:
-    hour_iso = minute_iso(hour_of(minute))
+    hour_iso = iso_minute(hour_of(minute))
     slot = minute % MINUTES_PER_HOUR
 
     def merge(current: Any | None) -> Any | None:
@@ -192,7 +189,7 @@ def _index_merge(
         hours[hour_iso] = entry
         newest = sorted(hours)[-INDEX_MAX_HOURS:]
         previous = index.get("minute")
-        latest = max(minute, parse_minute_iso(previous)) if isinstance(previous, str) else minute
+        latest = max(minute, parse_minute(previous)) if isinstance(previous, str) else minute
         fmt = HISTORY_FORMATS[product]
         return {
             "schema_version": INDEX_SCHEMA_VERSION,
@@ -202,9 +199,9 @@ def _index_merge(
             "frame_size": FRAME_SIZE,
             "max_frames_per_minute": fmt.max_frames_per_minute,
             "urls": url_templates(layout, symbol, product),
-            "minute": minute_iso(latest),
-            "generated_at": minute_iso(latest + 1),
-            "next_update_at": minute_iso(latest + 2),
+            "minute": iso_minute(latest),
+            "generated_at": iso_minute(latest + 1),
+            "next_update_at": iso_minute(latest + 2),
             "hours": {h: hours[h] for h in newest},
         }
 
@@ -225,7 +222,7 @@ def _worth_completing(index: Mapping[str, Any] | None, minute: int) -> bool:
     hour), or the index shows every other minute of a not yet complete hour published (a gap filled)."""
     if minute % MINUTES_PER_HOUR == MINUTES_PER_HOUR - 1:
         return True
-    entry = (index or {}).get("hours", {}).get(minute_iso(hour_of(minute)))
+    entry = (index or {}).get("hours", {}).get(iso_minute(hour_of(minute)))
     if not isinstance(entry, dict) or entry.get("complete"):
         return False
     slot = minute % MINUTES_PER_HOUR

@@ -8,26 +8,15 @@ v1/{SYM}/{product}/{YYYY-MM-DD}/{HHMM}.json     immutable version
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 from moonstream.store.base import IMMUTABLE_CACHE_CONTROL, ObjectMeta
-from moonstream.timeutil import iso_minute, minute_date_hhmm, parse_minute
+from moonstream.timeutil import minute_date_hhmm
 
 API_VERSION = "v1"
 JSON_TYPE = "application/json"
 BINARY_TYPE = "application/octet-stream"
 POINTER_TTL_SECONDS = 5
-
-
-# The texts of the few minutes a job is at, remembered: every minute names itself, the next two and
-# its hour in keys and documents many times over, and each naming formats a datetime.
-date_hhmm = functools.lru_cache(maxsize=1024)(minute_date_hhmm)
-"""``minute_date_hhmm``, remembered."""
-minute_iso = functools.lru_cache(maxsize=1024)(iso_minute)
-"""``iso_minute``, remembered."""
-parse_minute_iso = functools.lru_cache(maxsize=1024)(parse_minute)
-"""``parse_minute``, remembered."""
 
 
 def pointer_cache_control(ttl_seconds: int = POINTER_TTL_SECONDS) -> str:
@@ -56,7 +45,7 @@ class SiteLayout:
         return self._key(symbol, product, "latest.json")
 
     def version_key(self, symbol: str, product: str, minute: int, ext: str = "json") -> str:
-        day, hhmm = date_hhmm(minute)
+        day, hhmm = minute_date_hhmm(minute)
         return self._key(symbol, product, day, f"{hhmm}.{ext}")
 
     def version_url_template(self, symbol: str, product: str) -> str:
