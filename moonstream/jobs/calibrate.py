@@ -29,7 +29,7 @@ from moonstream.collector.rawfile import ReadReport, read_minute
 from moonstream.jobs.engines import aggression, calibrator, tape
 from moonstream.jobs.engines.inference import BUFFER
 from moonstream.jobs.engines.leverage import leverage_config
-from moonstream.jobs.events import EVENT_TYPES, Event, Liquidation, Trade
+from moonstream.jobs.events import Event, Liquidation, Trade, types_other_than
 from moonstream.jobs.normalize import NormalizeStats, normalize_records
 from moonstream.publish.encode import canonical_json
 from moonstream.store.base import ObjectMeta, ObjectNotFound, PreconditionFailed, Store
@@ -44,7 +44,7 @@ SCHEMA_VERSION = 1
 WINDOW_MINUTES = calibrator.WINDOW_MINUTES
 _META = ObjectMeta("application/json")
 _CAS_ATTEMPTS = 8
-_IGNORED = frozenset(t for t in EVENT_TYPES if not issubclass(t, (Trade, Liquidation)))
+_IGNORED = types_other_than(Trade, Liquidation)
 
 
 def pointer_key(symbol: str) -> str:

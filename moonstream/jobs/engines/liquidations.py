@@ -25,7 +25,7 @@ from moonstream.jobs.engines import aggression, heatmap_v2, inference, tape, zon
 from moonstream.jobs.engines.heatmap_v1 import v1_document
 from moonstream.jobs.engines.leverage import LeverageConfig, leverage_config
 from moonstream.jobs.engines.market import decimal_text
-from moonstream.jobs.events import EVENT_TYPES, Event, Liquidation, MarkPrice, OpenInterest, Trade
+from moonstream.jobs.events import Event, Liquidation, MarkPrice, OpenInterest, Trade, types_other_than
 
 ENGINE_VERSION = "liquidations-1"
 PRODUCTS: tuple[str, ...] = (
@@ -38,10 +38,7 @@ PRODUCTS: tuple[str, ...] = (
     "oi",
 )
 _CENT = Decimal("0.01")
-# Exact event types that are none of the used ones (book updates: most of a minute), skipped with one
-# set lookup; anything else goes through the isinstance() chain.
-_USED = (Trade, Liquidation, MarkPrice, OpenInterest)
-_IGNORED = frozenset(t for t in EVENT_TYPES if not issubclass(t, _USED))
+_IGNORED = types_other_than(Trade, Liquidation, MarkPrice, OpenInterest)
 
 
 def _config(symbol: str, state: Mapping[str, Any]) -> LeverageConfig:

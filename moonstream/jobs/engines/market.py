@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from moonstream.jobs.events import EVENT_TYPES, Event, LiquidatedSide, Liquidation, TakerSide, Trade
+from moonstream.jobs.events import Event, LiquidatedSide, Liquidation, TakerSide, Trade, types_other_than
 
 ENGINE_VERSION = "market-1"
 
@@ -24,7 +24,7 @@ _ZERO = Decimal(0)
 _BUY, _SELL = TakerSide.BUY, TakerSide.SELL
 _TAKER_SIDES = tuple(TakerSide)
 _LIQ_SIDES = tuple(LiquidatedSide)
-_IGNORED = frozenset(t for t in EVENT_TYPES if not issubclass(t, (Trade, Liquidation)))
+_IGNORED = types_other_than(Trade, Liquidation)
 
 
 def decimal_text(value: Decimal) -> str:
