@@ -658,8 +658,9 @@ def test_kept_books_are_per_symbol_and_checked_by_identity() -> None:
 
 
 def test_decimal_text_cached_is_decimal_text() -> None:
-    """The memoized state text (from ``str`` where that is plain) is ``market.decimal_text``'s, for
-    zeros, exponents, long and tiny values, signs, NaN and infinities."""
+    """``market.decimal_text`` (from ``str`` where that is plain) and its memoized form give the
+    stripped ``format(value, "f")``, for zeros, exponents, long and tiny values, signs, NaN and
+    infinities."""
     import random
 
     from moonstream.jobs.engines import orderbook_frames
@@ -672,7 +673,15 @@ def test_decimal_text_cached_is_decimal_text() -> None:
     for _ in range(20_000):
         digits = tuple(int(c) for c in str(rng.randint(0, 10 ** rng.randint(0, 30))))
         values.append(D((rng.randint(0, 1), digits, rng.randint(-30, 10))))
+
+    def plain(value: Decimal) -> str:
+        if value == 0:
+            return "0"
+        text = format(value, "f")
+        return text.rstrip("0").rstrip(".") if "." in text else text
+
     for value in values:
         orderbook_frames._TEXT_MEMO.clear()
-        assert orderbook_frames.decimal_text_cached(value) == decimal_text(value), value
-        assert orderbook_frames.decimal_text_cached(value) == decimal_text(value), value  # from the memo
+        assert decimal_text(value) == plain(value), value
+        assert orderbook_frames.decimal_text_cached(value) == plain(value), value
+        assert orderbook_frames.decimal_text_cached(value) == plain(value), value  # from the memo

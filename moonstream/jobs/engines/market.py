@@ -28,10 +28,17 @@ _IGNORED = types_other_than(Trade, Liquidation)
 
 
 def decimal_text(value: Decimal) -> str:
-    """Exact, plain (no exponent) decimal text with trailing zeros removed: ``63943.9``, ``0``."""
-    if value == 0:
+    """Exact, plain (no exponent) decimal text with trailing zeros removed: ``63943.9``, ``0``.
+
+    That is ``format(value, "f")`` stripped; ``str(value)`` is the same text, and cheaper, for a
+    finite decimal it writes without an exponent (the usual price or size)."""
+    text = str(value)
+    if "E" in text or "N" in text or "n" in text:  # exponent form, NaN or Infinity
+        if value == 0:
+            return "0"
+        text = format(value, "f")
+    elif not value:  # a finite zero ("0.00", "-0")
         return "0"
-    text = format(value, "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return text

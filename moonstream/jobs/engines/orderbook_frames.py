@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from moonstream.jobs.engines.market import decimal_text
 from moonstream.native import compiled
 
 logger = logging.getLogger(__name__)
@@ -88,20 +89,7 @@ def decimal_text_cached(value: Decimal) -> str:
     if text is None:
         if len(_TEXT_MEMO) > _CACHE_LIMIT:
             _TEXT_MEMO.clear()
-        text = str(value)
-        if "E" in text or "N" in text or "n" in text:  # exponent form, NaN or Infinity
-            if value == 0:
-                text = "0"
-            else:
-                text = format(value, "f")
-                if "." in text:
-                    text = text.rstrip("0").rstrip(".")
-        elif not value:  # a finite zero ("0.00", "-0")
-            text = "0"
-        elif "." in text:
-            # str() of a finite decimal without an exponent is its plain text: format(value, "f")
-            text = text.rstrip("0").rstrip(".")
-        _TEXT_MEMO[value] = text
+        text = _TEXT_MEMO[value] = decimal_text(value)
     return text
 
 
