@@ -95,10 +95,11 @@ _COLLECTOR = attrgetter("collector")
 _RECV_NS = attrgetter("recv_ns")
 
 
-def _summarize(
+def summarize_sources(
     records: Sequence[RawRecord], expected: Sequence[str]
 ) -> tuple[dict[str, Any], set[tuple[str, str]]]:
-    """:func:`summarize_sources` and the ``(exchange, collector)`` pairs of the records."""
+    """Per exchange: records, collectors and the last receive time; plus expected exchanges with no
+    data. Also returns the records' ``(exchange, collector)`` pairs (the minute's raw files)."""
     counts: dict[str, int]
     seen = set(map(_EXCHANGE, records))
     if len(seen) == 1:  # one exchange (the usual minute): three passes in C, no tuple per record
@@ -123,11 +124,6 @@ def _summarize(
     return {"exchanges": exchanges, "missing_exchanges": [e for e in expected if e not in counts]}, files
 
 
-def summarize_sources(records: Sequence[RawRecord], expected: Sequence[str]) -> dict[str, Any]:
-    """Per exchange: records, collectors and the last receive time; plus expected exchanges with no data."""
-    return _summarize(records, expected)[0]
-
-
 def compute_minute(
     state: SymbolState,
     symbol: str,
@@ -138,7 +134,7 @@ def compute_minute(
     """Pure: step every engine over one minute's raw records and build every product's document."""
     stats = NormalizeStats()
     events = normalize_records(records, symbol, stats)
-    sources, files = _summarize(records, expected_exchanges)
+    sources, files = summarize_sources(records, expected_exchanges)
     envelope = {
         "schema_version": DOCUMENT_SCHEMA_VERSION,
         "symbol": symbol,
