@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from moonstream.jobs.engines import heatmap_v2, inference
+from moonstream.jobs.engines import heatmap_v2, inference, quantile
 from moonstream.jobs.engines.leverage import leverage_config
 from moonstream.jobs.engines.tape import bucket_index
 
@@ -194,7 +194,7 @@ def test_grid_window_is_capped_at_1000_buckets() -> None:
 
 
 def test_percentile_gives_numpys_linear_percentile_bit_for_bit() -> None:
-    """heatmap_v2.percentile repeats np.percentile's float operations (virtual index, then lerp)."""
+    """quantile.percentile repeats np.percentile's float operations (virtual index, then lerp)."""
     import random
 
     import numpy as np
@@ -211,7 +211,7 @@ def test_percentile_gives_numpys_linear_percentile_bit_for_bit() -> None:
         values.sort()
         for q in (50, 95, 99):
             expected = float(np.percentile(np.array(values), q))
-            assert heatmap_v2.percentile(values, q).hex() == expected.hex(), (n, q)
+            assert quantile.percentile(values, q).hex() == expected.hex(), (n, q)
 
 
 @pytest.mark.parametrize(

@@ -285,6 +285,22 @@ def test_intensities_scale_by_p95_and_keep_zero_for_empty() -> None:
     assert intensities(np.zeros(3), np.zeros(3))[2:] == (0.0, 0.0)
 
 
+def test_intensities_percentiles_are_numpys_bit_for_bit() -> None:
+    """p50/p95 are what ``np.percentile(nonzero, [50.0, 95.0])`` gives, to the last bit, on frames of
+    every size and spread (the plain-Python percentile replaced that call)."""
+    rng = np.random.default_rng(11)
+    for n in [1, 2, 3, 19, 20, 21, 400, 1000] + [int(k) for k in rng.integers(1, 1000, 200)]:
+        bid = rng.lognormal(10.0, 3.0, n) * (rng.random(n) < 0.7)
+        ask = rng.exponential(1e5, n) * (rng.random(n) < 0.5)
+        both = np.concatenate([bid, ask])
+        nonzero = both[both > 0]
+        if nonzero.size == 0:
+            continue
+        expected = np.percentile(nonzero, [50.0, 95.0])
+        _, _, p50, p95 = intensities(bid, ask)
+        assert (p50.hex(), p95.hex()) == (float(expected[0]).hex(), float(expected[1]).hex()), n
+
+
 def test_determinism_same_inputs_same_state_and_bytes() -> None:
     events = [*synced_events(), diff(111, 120, 110, 40.0, asks=[("101.5", "2")])]
     runs = []

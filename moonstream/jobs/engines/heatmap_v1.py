@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from moonstream.jobs.engines.heatmap_v2 import RawHeatmap, grid_arrays, percentile, window_buckets
+from moonstream.jobs.engines.heatmap_v2 import RawHeatmap, grid_arrays, window_buckets
+from moonstream.jobs.engines.quantile import percentile
 from moonstream.jobs.engines.tape import SIDES, bucket_price, grid
 from moonstream.jobs.engines.zone_tracker import top_zones
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NamedTuple
 
+from moonstream.jobs.engines.quantile import percentile
 from moonstream.jobs.engines.tape import SIDES, bucket_index, bucket_price
 
 TAPE_WEIGHT = 0.35
@@ -85,25 +86,6 @@ class RawHeatmap:
     buckets: Mapping[str, tuple[Bucket, ...]]
     pools: Mapping[str, tuple[Pool, ...]]
     p99: Mapping[str, Mapping[str, float]]
-
-
-def percentile(ordered: Sequence[float], q: int) -> float:
-    """``np.percentile(ordered, q)`` (method "linear") of ascending, non-empty, NaN-free floats.
-
-    The same float operations in the same order as numpy's (virtual index ``(n - 1) × q/100``, then
-    its ``_lerp``), hence the same bits, without numpy's per-call overhead."""
-    last = len(ordered) - 1
-    virtual = last * (q / 100)
-    if virtual >= last:  # numpy then takes index -1 for both neighbours
-        below = above = last
-        gamma = virtual + 1
-    else:
-        below = int(virtual)  # floor: virtual >= 0
-        above = below + 1
-        gamma = virtual - below
-    a, b = ordered[below], ordered[above]
-    diff = b - a
-    return float(b - diff * (1 - gamma)) if gamma >= 0.5 else float(a + diff * gamma)
 
 
 def p99(values: Iterable[float]) -> float:

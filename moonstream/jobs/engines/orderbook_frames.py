@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from moonstream.jobs.engines.market import decimal_text
+from moonstream.jobs.engines.quantile import percentile
 from moonstream.native import compiled
 
 logger = logging.getLogger(__name__)
@@ -228,8 +229,8 @@ def intensities(bid: FloatArray, ask: FloatArray) -> tuple[U8Array, U8Array, flo
     nonzero = both[both > 0]
     if nonzero.size == 0:
         return np.zeros(bid.size, np.uint8), np.zeros(ask.size, np.uint8), 0.0, 0.0
-    p50_array, p95_array = np.percentile(nonzero, [50.0, 95.0])  # one call: each as computed alone
-    p50, p95 = float(p50_array), float(p95_array)
+    ordered = sorted(nonzero.tolist())
+    p50, p95 = percentile(ordered, 50.0), percentile(ordered, 95.0)
 
     def scale(values: FloatArray) -> U8Array:
         scaled = np.clip(np.rint(values * (255.0 / p95)), 1, 255)
