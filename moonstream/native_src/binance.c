@@ -216,9 +216,46 @@ done:
     return event;
 }
 
+/* MarkPrice(...) of a markPriceUpdate, reading the fields in parse_mark_price's order: the funding
+ * rate `r` may be negative (fields.finite: any finite number, its Decimal from a cache of its own). A
+ * new reference, or NULL (maybe with an error) for the Python parser to handle. */
+static PyObject *
+mark_price(PyObject *data, PyObject *symbol, PyObject *recv_ns, PyObject *const *ctx)
+{
+    PyObject *ts_ns = ms_to_ns(native_lookup(data, k_E), ctx);
+    PyObject *numbers[3] = {NULL, NULL, NULL};
+    PyObject *keys[3] = {k_p, k_i, k_r};
+    PyObject *funding_ns = NULL, *event = NULL;
+    if (ts_ns == NULL) {
+        goto done;
+    }
+    for (int i = 0; i < 3; i++) {
+        int is_price = i < 2;
+        numbers[i] = cached_decimal(native_lookup(data, keys[i]), ctx[is_price ? CTX_POSITIVE : CTX_FINITE],
+                                    ctx[is_price ? CTX_REMEMBER_PRICE : CTX_REMEMBER_FINITE]);
+        if (numbers[i] == NULL) {
+            goto done;
+        }
+    }
+    funding_ns = ms_to_ns(native_lookup(data, k_T), ctx);
+    if (funding_ns != NULL) {
+        PyObject *args[8] = {ctx[CTX_EXCHANGE], symbol,     recv_ns,    ts_ns,
+                             numbers[0],        numbers[1], numbers[2], funding_ns};
+        event = PyObject_Vectorcall(ctx[CTX_NEW_MARK_PRICE], args, 8, NULL);
+    }
+done:
+    Py_XDECREF(ts_ns);
+    Py_XDECREF(funding_ns);
+    for (int i = 0; i < 3; i++) {
+        Py_XDECREF(numbers[i]);
+    }
+    return event;
+}
+
 /* binance_event(kind, msg, symbol, instrument, recv_ns, context): the event the Python parser of
- * `kind` (0 depth update, 1 aggTrade, 2 bookTicker, 3 trade) returns for `msg`, or NotImplemented for
- * anything that is not a well-formed message of that kind (the Python parser then raises). */
+ * `kind` (0 depth update, 1 aggTrade, 2 bookTicker, 3 trade, 4 markPrice) returns for `msg`, or
+ * NotImplemented for anything that is not a well-formed message of that kind (the Python parser then
+ * raises). */
 PyObject *
 native_binance_event(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
@@ -232,7 +269,11 @@ native_binance_event(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssiz
     }
     PyObject *msg = args[1], *symbol = args[2], *instrument = args[3], *recv_ns = args[4];
     PyObject *const *ctx = &PyTuple_GET_ITEM(args[5], 0);
-    PyObject *expected = kind == 0 ? t_depth : kind == 1 ? t_agg : kind == 2 ? t_ticker : t_trade;
+    PyObject *expected = kind == 0   ? t_depth
+                         : kind == 1 ? t_agg
+                         : kind == 2 ? t_ticker
+                         : kind == 4 ? t_mark
+                                     : t_trade;
     PyObject *data = event_object(msg, expected);
     PyObject *name = data == NULL ? NULL : native_lookup(data, k_s);
     PyObject *event = NULL;
@@ -241,6 +282,7 @@ native_binance_event(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssiz
         Py_INCREF(data); /* the callbacks below could in theory change msg */
         event = kind == 0   ? depth_update(data, symbol, recv_ns, ctx)
                 : kind == 2 ? book_ticker(data, symbol, recv_ns, ctx)
+                : kind == 4 ? mark_price(data, symbol, recv_ns, ctx)
                             : trade_event(data, symbol, recv_ns, ctx, kind == 1);
         Py_DECREF(data);
     }
@@ -258,16 +300,19 @@ native_binance_event(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssiz
 
 /* ---- normalize_run -------------------------------------------------------------------------- */
 
-/* events.dedup_key of an event binance_event made (kind 0: DepthUpdate, 2: BookTicker, else
- * Trade): a new tuple, or NULL with an error set. */
+/* events.dedup_key of an event binance_event made (kind 0: DepthUpdate, 2: BookTicker, 4: MarkPrice,
+ * else Trade): a new tuple, or NULL with an error set. */
 static PyObject *
 dedup_key(long kind, PyObject *event)
 {
-    PyObject *name = kind == 0 ? n_depth_update : kind == 2 ? n_book_ticker : n_trade;
+    PyObject *name = kind == 0 ? n_depth_update : kind == 2 ? n_book_ticker : kind == 4 ? n_mark_price : n_trade;
     PyObject *fields[2] = {NULL, NULL};
-    PyObject *names[2] = {kind == 0 ? k_first_update_id : kind == 2 ? k_update_id : k_aggregated,
+    PyObject *names[2] = {kind == 0   ? k_first_update_id
+                          : kind == 2 ? k_update_id
+                          : kind == 4 ? a_ts_ns
+                                      : k_aggregated,
                           kind == 0 ? k_last_update_id : k_trade_id};
-    int count = kind == 2 ? 1 : 2;
+    int count = kind == 2 || kind == 4 ? 1 : 2;
     PyObject *exchange = PyObject_GetAttr(event, k_exchange);
     PyObject *symbol = exchange == NULL ? NULL : PyObject_GetAttr(event, k_symbol_attr);
     PyObject *key = NULL;

@@ -6,8 +6,9 @@
  *   cached_levels  levels.c   moonstream.jobs.normalize.fields._cached_levels   (a depth message's
  *                             levels)
  *   binance_event  binance.c  moonstream.jobs.normalize.binance: parse_depth_update, parse_agg_trade,
- *                             parse_book_ticker and parse_trade for a well-formed message (anything
- *                             else: NotImplemented, and the Python parser names the error)
+ *                             parse_book_ticker, parse_trade and parse_mark_price for a well-formed
+ *                             message (anything else: NotImplemented, and the Python parser names the
+ *                             error)
  *   normalize_run  binance.c  moonstream.jobs.normalize.normalize_records' loop for the records
  *                             binance_event parses (decoding, de-duplication), up to the next other
  *                             record; a depth message in Binance's compact shape is read straight from
@@ -42,12 +43,12 @@ PyObject *k_recv_ns, *k_channel, *k_payload, *k_exchange, *k_collector, *k_symbo
 
 /* Interned keys and event type names, made at import. */
 PyObject *k_stream, *k_data, *k_e, *k_s, *k_U, *k_u, *k_pu, *k_E, *k_T, *k_b, *k_a, *k_B, *k_A;
-PyObject *k_f, *k_l, *k_p, *k_q, *k_m, *k_t, *k_X, *t_depth, *t_agg, *t_ticker, *t_trade;
+PyObject *k_f, *k_l, *k_p, *k_q, *k_m, *k_t, *k_X, *k_i, *k_r, *t_depth, *t_agg, *t_ticker, *t_trade, *t_mark;
 PyObject *insurance_fund;
 
 /* normalize_run's (and binance_run's) field and class names. */
 PyObject *k_first_update_id, *k_last_update_id, *k_update_id, *k_aggregated, *k_trade_id;
-PyObject *n_depth_update, *n_book_ticker, *n_trade;
+PyObject *n_depth_update, *n_book_ticker, *n_trade, *n_mark_price;
 
 /* Attribute names of BinanceBook, WindowAccumulator and the Binance events, interned at import. */
 PyObject *a_status, *a_last_u, *a_last_t, *a_counts, *a_bids, *a_asks, *a_window, *a_tops, *a_tops_books,
@@ -60,7 +61,8 @@ static PyMethodDef native_methods[] = {
     {"cached_levels", (PyCFunction)(void (*)(void))native_cached_levels, METH_FASTCALL,
      "A depth message's levels through the number caches (fields._cached_levels)."},
     {"binance_event", (PyCFunction)(void (*)(void))native_binance_event, METH_FASTCALL,
-     "A well-formed Binance depth update, aggTrade, bookTicker or trade as its event, else NotImplemented."},
+     "A well-formed Binance depth update, aggTrade, bookTicker, trade or markPrice as its event, else "
+     "NotImplemented."},
     {"parse_lines", (PyCFunction)(void (*)(void))native_parse_lines, METH_FASTCALL,
      "Records of the lines rawfile.parse_lines takes on its fast path, from `start` on."},
     {"depth_event", (PyCFunction)(void (*)(void))native_depth_event, METH_FASTCALL,
@@ -96,6 +98,7 @@ intern_all(void)
         {&k_pu, "pu"}, {&k_E, "E"}, {&k_T, "T"}, {&k_b, "b"}, {&k_a, "a"}, {&k_B, "B"}, {&k_A, "A"},
         {&k_f, "f"}, {&k_l, "l"}, {&k_p, "p"}, {&k_q, "q"}, {&k_m, "m"}, {&t_depth, "depthUpdate"},
         {&t_agg, "aggTrade"}, {&t_ticker, "bookTicker"}, {&t_trade, "trade"}, {&k_t, "t"}, {&k_X, "X"},
+        {&k_i, "i"}, {&k_r, "r"}, {&t_mark, "markPriceUpdate"}, {&n_mark_price, "MarkPrice"},
         {&insurance_fund, "INSURANCE_FUND"}, {&k_recv_ns, "recv_ns"}, {&k_channel, "channel"},
         {&k_payload, "payload"}, {&k_exchange, "exchange"}, {&k_collector, "collector"},
         {&k_symbol_attr, "symbol"}, {&k_first_update_id, "first_update_id"},

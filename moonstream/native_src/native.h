@@ -22,14 +22,14 @@ extern NATIVE_INTERNAL PyObject *k_recv_ns, *k_channel, *k_payload, *k_exchange,
 /* Keys and event type names of Binance's messages. */
 extern NATIVE_INTERNAL PyObject *k_stream, *k_data, *k_e, *k_s, *k_U, *k_u, *k_pu, *k_E, *k_T, *k_b, *k_a,
     *k_B, *k_A;
-extern NATIVE_INTERNAL PyObject *k_f, *k_l, *k_p, *k_q, *k_m, *k_t, *k_X, *t_depth, *t_agg, *t_ticker,
-    *t_trade;
+extern NATIVE_INTERNAL PyObject *k_f, *k_l, *k_p, *k_q, *k_m, *k_t, *k_X, *k_i, *k_r, *t_depth, *t_agg,
+    *t_ticker, *t_trade, *t_mark;
 extern NATIVE_INTERNAL PyObject *insurance_fund;
 
 /* The events' field and class names that normalize_run and binance_run read. */
 extern NATIVE_INTERNAL PyObject *k_first_update_id, *k_last_update_id, *k_update_id, *k_aggregated,
     *k_trade_id;
-extern NATIVE_INTERNAL PyObject *n_depth_update, *n_book_ticker, *n_trade;
+extern NATIVE_INTERNAL PyObject *n_depth_update, *n_book_ticker, *n_trade, *n_mark_price;
 
 /* Attribute names of BinanceBook, WindowAccumulator and the Binance events. */
 extern NATIVE_INTERNAL PyObject *a_status, *a_last_u, *a_last_t, *a_counts, *a_bids, *a_asks, *a_window,
@@ -38,10 +38,11 @@ extern NATIVE_INTERNAL PyObject *a_status, *a_last_u, *a_last_t, *a_counts, *a_b
 
 /* ---- shared types ------------------------------------------------------------------------------ */
 
-/* What binance_event needs from the Python module, built once there (BinanceContext). */
+/* What binance_event needs from the Python module, built once there (binance._FAST_CONTEXT). */
 enum {
     CTX_POSITIVE, CTX_NON_NEGATIVE, CTX_REMEMBER_PRICE, CTX_REMEMBER_QTY, CTX_NS_PER_MS, CTX_EXCHANGE,
-    CTX_NEW_DEPTH_UPDATE, CTX_NEW_TRADE, CTX_NEW_BOOK_TICKER, CTX_TAKER_SELL, CTX_TAKER_BUY, CTX_SIZE
+    CTX_NEW_DEPTH_UPDATE, CTX_NEW_TRADE, CTX_NEW_BOOK_TICKER, CTX_TAKER_SELL, CTX_TAKER_BUY,
+    CTX_NEW_MARK_PRICE, CTX_FINITE, CTX_REMEMBER_FINITE, CTX_SIZE
 };
 
 /* The frame window's arrays of one side: WindowAccumulator.side_arrays */

@@ -27,7 +27,14 @@ from moonstream.collector.rawfile import RawRecord
 from moonstream.jobs.engines import orderbook, orderbook_binance, orderbook_frames
 from moonstream.jobs.engines.orderbook import step_orderbook
 from moonstream.jobs.engines.orderbook_binance import BinanceBook
-from moonstream.jobs.normalize import NormalizeStats, binance, fields, normalize_records
+from moonstream.jobs.normalize import (
+    InvalidValue,
+    MalformedMessage,
+    NormalizeStats,
+    binance,
+    fields,
+    normalize_records,
+)
 from moonstream.native import native, not_built
 from tests.conftest import shared_file
 from tests.unit.test_orderbook import MINUTE, T0, _dump, _stream, diff, snap, ticker
@@ -464,6 +471,7 @@ _FIXTURES = [  # (channel, one real message)
     ("ws:aggTrade", "agg_trade.json"),
     ("ws:trade", "trade.json"),
     ("ws:trade", "trade_insurance_fund.json"),
+    ("ws:markPrice", "mark_price.json"),
 ]
 
 
@@ -523,6 +531,53 @@ def test_binance_event_parses_well_formed_messages_itself() -> None:
             kind, message, symbol, binance._instrument_of(symbol), 1, binance._FAST_CONTEXT
         )
         assert event is not NotImplemented and event == binance.normalize(record, symbol)[0]
+
+
+def _mark_event(message: Any) -> Any:
+    return native.binance_event(  # type: ignore[union-attr]
+        binance._FAST_KINDS["ws:markPrice"], message, "BTC", "BTCUSDT", 1, binance._FAST_CONTEXT
+    )
+
+
+@needs_native
+def test_binance_event_parses_mark_prices_like_parse_mark_price() -> None:
+    """The real markPrice message (parse_mark_price's docstring sample) and copies with a negative,
+    zero or exponent funding rate give parse_mark_price's MarkPrice, decimal exponents and types
+    included (the funding rate a Decimal, the times ints); a missing field, a price that is not a
+    positive finite number, a rate that is not finite, another event type or symbol give NotImplemented."""
+    message = json.loads((DATA / "mark_price.json").read_text())
+    data = message["data"]
+    good = [message, data]
+    for rate in ("-0.00012345", "-0.00002754", "0.00000000", "-0", "1E-5"):
+        good.append({**message, "data": {**data, "r": rate}})
+    for variant in good:
+        expected = binance.parse_mark_price(variant, "BTC", 1)
+        event = _mark_event(variant)
+        assert event == expected and _exact(repr(event)) == _exact(repr(expected))
+        assert [type(getattr(event, f.name)) for f in dataclasses.fields(event)] == [
+            type(getattr(expected, f.name)) for f in dataclasses.fields(expected)
+        ]
+    negative = _mark_event(good[2])
+    assert type(negative.funding_rate) is Decimal and negative.funding_rate == Decimal("-0.00012345")
+    assert (negative.ts_ns, negative.next_funding_ns) == (1680652701000 * 10**6, 1680652800000 * 10**6)
+
+    bad: list[Any] = [{**message, "data": {k: v for k, v in data.items() if k != key}} for key in "sEpirT"]
+    for key in "pi":
+        bad += [{**message, "data": {**data, key: value}} for value in ("NaN", "0", "-1", "Infinity")]
+    bad += [{**message, "data": {**data, "r": value}} for value in ("NaN", "-Infinity", "abc", -1, 0.5, True)]
+    bad += [{**message, "data": {**data, "E": value}} for value in ("1680652701000", -1, True, 1.5)]
+    bad += [
+        {**message, "data": {**data, "e": "bookTicker"}},
+        {**message, "data": {**data, "s": "ETHUSDT"}},
+        {**message, "data": [data]},
+        [message],
+    ]
+    for variant in bad:
+        assert _mark_event(variant) is NotImplemented, variant
+    with pytest.raises(MalformedMessage, match="missing field 'i'"):
+        binance.parse_mark_price(bad[3], "BTC", 1)
+    with pytest.raises(InvalidValue, match="p='NaN'"):
+        binance.parse_mark_price(bad[6], "BTC", 1)
 
 
 @pytest.mark.shared_data

@@ -45,6 +45,7 @@ from moonstream.jobs.normalize import (
     UnknownChannel,
 )
 from moonstream.jobs.normalize.fields import (
+    FINITE_CACHE,
     NS_PER_MS,
     NUMBER_CACHES,
     connection_event,
@@ -91,6 +92,13 @@ _new_book_ticker = positional_builder(
     BookTicker,
     ("exchange", "symbol", "recv_ns", "ts_ns", "update_id", "bid_price", "bid_qty", "ask_price", "ask_qty"),
 )
+_new_mark_price = positional_builder(
+    MarkPrice,
+    (
+        "exchange", "symbol", "recv_ns", "ts_ns", "mark_price", "index_price", "funding_rate",
+        "next_funding_ns",
+    ),
+)  # fmt: skip
 
 
 @functools.lru_cache(maxsize=256)
@@ -571,9 +579,12 @@ def _dispatch(record: RawRecord, symbol: str, channel: str) -> list[Event]:
 
 
 _FAST_KINDS: dict[str, int] = (
-    {} if native is None else {"ws:depth": 0, "ws:aggTrade": 1, "ws:bookTicker": 2, "ws:trade": 3}
+    {}
+    if native is None
+    else {"ws:depth": 0, "ws:aggTrade": 1, "ws:bookTicker": 2, "ws:trade": 3, "ws:markPrice": 4}
 )
-"""Channels ``binance_event`` in moonstream/native_src/binance.c parses (its ``kind``), when it is built."""
+"""Channels ``binance_event`` in moonstream/native_src/binance.c parses (its ``kind``: 0 depth update,
+1 aggTrade, 2 bookTicker, 3 trade, 4 markPrice), when it is built."""
 _binance_event = compiled("binance_event")
 _normalize_run = compiled("normalize_run")
 _FAST_CONTEXT = (
@@ -585,12 +596,16 @@ _FAST_CONTEXT = (
     _new_book_ticker,
     _TAKER[True],
     _TAKER[False],
+    _new_mark_price,
+    *FINITE_CACHE,
 )
+"""What ``binance_event`` reads (``CTX_*`` in moonstream/native_src/native.h, in this order)."""
 
 
 def _parse(parser: _JsonParser, channel: str, msg: Any, symbol: str, recv_ns: int) -> Event:
-    """``parser(msg, symbol, recv_ns)``; a well-formed depth update, aggTrade, bookTicker or trade is
-    parsed by the compiled ``binance_event`` when built (the same event: tests/unit/test_native.py)."""
+    """``parser(msg, symbol, recv_ns)``; a well-formed depth update, aggTrade, bookTicker, trade or
+    markPrice is parsed by the compiled ``binance_event`` when built (the same event:
+    tests/unit/test_native.py)."""
     kind = _FAST_KINDS.get(channel)
     if kind is not None:
         event = _binance_event(kind, msg, symbol, _instrument_of(symbol), recv_ns, _FAST_CONTEXT)

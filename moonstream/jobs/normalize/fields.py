@@ -90,6 +90,8 @@ _POSITIVE: dict[str, Decimal] = {}
 """``text -> Decimal(text)`` for texts whose value is finite and > 0."""
 _NON_NEGATIVE: dict[str, Decimal] = {}
 """``text -> Decimal(text)`` for texts whose value is finite and >= 0."""
+_FINITE: dict[str, Decimal] = {}
+"""``text -> Decimal(text)`` for texts whose value is finite (funding rates, which may be negative)."""
 
 
 def positional_builder(cls: Callable[..., _R], names: tuple[str, ...]) -> Callable[..., _R]:
@@ -283,6 +285,30 @@ _remember_qty = functools.partial(_remember, _NON_NEGATIVE, positive=False)
 
 NUMBER_CACHES = (_POSITIVE, _NON_NEGATIVE, _remember_price, _remember_qty)
 """The number caches (prices and other numbers > 0; sizes >= 0) and the functions that fill them on a
+miss, as the compiled parsers take them."""
+
+
+def _remember_finite(text: object) -> Decimal | None:
+    """``Decimal(text)`` stored into ``_FINITE`` when ``text`` is a string whose value is finite
+    (what :func:`finite` returns for it); None for anything else (:func:`finite` then names the
+    error, or converts a value that is not a string)."""
+    if type(text) is not str:
+        return None
+    try:
+        number = Decimal(text)
+        ok = number.is_finite()
+    except Exception:
+        return None
+    if not ok:
+        return None
+    if len(_FINITE) >= _CACHE_LIMIT:
+        _FINITE.clear()
+    _FINITE[text] = number
+    return number
+
+
+FINITE_CACHE = (_FINITE, _remember_finite)
+"""The cache of finite numbers of any sign (:func:`finite`'s strings) and the function that fills it on a
 miss, as the compiled parsers take them."""
 
 _native_levels = compiled("cached_levels")
