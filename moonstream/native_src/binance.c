@@ -34,15 +34,21 @@ ms_to_ns(PyObject *value, PyObject *const *ctx)
     return PyNumber_Multiply(value, ctx[CTX_NS_PER_MS]);
 }
 
-/* fields.price / fields.qty through a number cache (and its remember function on a miss): a new
- * reference to the Decimal, or NULL (maybe with an error) where the Python function would run its
- * full validation. */
+/* The number caches of ctx: prices and other numbers > 0, sizes >= 0, finite numbers of any sign. */
+typedef enum { POSITIVE, NON_NEGATIVE, FINITE } NumberKind;
+
+/* fields.price / fields.qty / fields.finite through the number cache of `kind` (and its remember
+ * function on a miss): a new reference to the Decimal, or NULL (maybe with an error) where the Python
+ * function would run its full validation. */
 static PyObject *
-cached_decimal(PyObject *value, PyObject *cache, PyObject *remember)
+cached_decimal(PyObject *value, NumberKind kind, PyObject *const *ctx)
 {
     if (value == NULL || !PyUnicode_CheckExact(value)) {
         return NULL;
     }
+    static const int caches[] = {CTX_POSITIVE, CTX_NON_NEGATIVE, CTX_FINITE};
+    static const int remembers[] = {CTX_REMEMBER_PRICE, CTX_REMEMBER_QTY, CTX_REMEMBER_FINITE};
+    PyObject *cache = ctx[caches[kind]], *remember = ctx[remembers[kind]];
     PyObject *number = PyDict_GetItemWithError(cache, value);
     if (number != NULL) {
         return Py_NewRef(number);
@@ -50,7 +56,7 @@ cached_decimal(PyObject *value, PyObject *cache, PyObject *remember)
     if (PyErr_Occurred()) {
         return NULL;
     }
-    number = PyObject_CallOneArg(remember, value);
+    number = native_remember(value, cache, remember, kind == POSITIVE, ctx);
     if (number == Py_None) {
         Py_DECREF(number);
         return NULL;
@@ -161,13 +167,12 @@ trade_event(PyObject *data, PyObject *symbol, PyObject *recv_ns, PyObject *const
     }
     PyObject *ts_ns = ms_to_ns(native_lookup(data, k_T), ctx);
     PyObject *trade_id = non_negative_int(native_lookup(data, aggregated ? k_a : k_t));
-    PyObject *positive = ctx[CTX_POSITIVE], *remember = ctx[CTX_REMEMBER_PRICE]; /* sizes > 0 too */
     PyObject *price = NULL, *qty = NULL, *event = NULL;
     if (ts_ns != NULL && trade_id != NULL) {
-        price = cached_decimal(native_lookup(data, k_p), positive, remember);
+        price = cached_decimal(native_lookup(data, k_p), POSITIVE, ctx);
     }
     if (price != NULL) {
-        qty = cached_decimal(native_lookup(data, k_q), positive, remember);
+        qty = cached_decimal(native_lookup(data, k_q), POSITIVE, ctx); /* sizes > 0 too */
     }
     PyObject *maker = native_lookup(data, k_m);
     if (qty != NULL && (maker == Py_True || maker == Py_False)) {
@@ -199,8 +204,7 @@ book_ticker(PyObject *data, PyObject *symbol, PyObject *recv_ns, PyObject *const
     }
     for (int i = 0; i < 4; i++) {
         int is_price = i % 2 == 0;
-        numbers[i] = cached_decimal(native_lookup(data, keys[i]), ctx[is_price ? CTX_POSITIVE : CTX_NON_NEGATIVE],
-                                    ctx[is_price ? CTX_REMEMBER_PRICE : CTX_REMEMBER_QTY]);
+        numbers[i] = cached_decimal(native_lookup(data, keys[i]), is_price ? POSITIVE : NON_NEGATIVE, ctx);
         if (numbers[i] == NULL) {
             goto done;
         }
@@ -231,8 +235,7 @@ mark_price(PyObject *data, PyObject *symbol, PyObject *recv_ns, PyObject *const 
     }
     for (int i = 0; i < 3; i++) {
         int is_price = i < 2;
-        numbers[i] = cached_decimal(native_lookup(data, keys[i]), ctx[is_price ? CTX_POSITIVE : CTX_FINITE],
-                                    ctx[is_price ? CTX_REMEMBER_PRICE : CTX_REMEMBER_FINITE]);
+        numbers[i] = cached_decimal(native_lookup(data, keys[i]), is_price ? POSITIVE : FINITE, ctx);
         if (numbers[i] == NULL) {
             goto done;
         }

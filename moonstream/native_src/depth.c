@@ -48,10 +48,12 @@ table_clear(TextTable *table)
     table->used = 0;
 }
 
-/* The decimal of number text `text` (new reference): from the table, else from `remember(str)`
- * (stored then). NULL without an error where remember refuses it, NULL with one on failure. */
+/* The decimal of number text `text` (new reference): from the table, else from
+ * native_remember(str, cache, remember) (stored then). NULL without an error where remember refuses
+ * it, NULL with one on failure. */
 static PyObject *
-table_number(TextTable *table, const char *text, Py_ssize_t len, PyObject *remember)
+table_number(TextTable *table, const char *text, Py_ssize_t len, PyObject *cache, PyObject *remember,
+             int positive, PyObject *const *ctx)
 {
     if (table->slots == NULL) {
         table->slots = PyMem_Calloc(TABLE_SLOTS, sizeof(TextSlot));
@@ -71,7 +73,7 @@ table_number(TextTable *table, const char *text, Py_ssize_t len, PyObject *remem
         }
     }
     PyObject *key = PyUnicode_DecodeASCII(text, len, NULL);
-    PyObject *number = key == NULL ? NULL : PyObject_CallOneArg(remember, key);
+    PyObject *number = key == NULL ? NULL : native_remember(key, cache, remember, positive, ctx);
     Py_XDECREF(key);
     if (number == NULL || number == Py_None) {
         Py_XDECREF(number);
@@ -178,9 +180,12 @@ level_list(Reader *r, PyObject *const *ctx)
             Py_CLEAR(levels);
             goto done;
         }
-        PyObject *price = table_number(&price_texts, p_text, p_len, ctx[CTX_REMEMBER_PRICE]);
+        PyObject *price =
+            table_number(&price_texts, p_text, p_len, ctx[CTX_POSITIVE], ctx[CTX_REMEMBER_PRICE], 1, ctx);
         PyObject *size =
-            price == NULL ? NULL : table_number(&size_texts, q_text, q_len, ctx[CTX_REMEMBER_QTY]);
+            price == NULL
+                ? NULL
+                : table_number(&size_texts, q_text, q_len, ctx[CTX_NON_NEGATIVE], ctx[CTX_REMEMBER_QTY], 0, ctx);
         PyObject *level = size == NULL ? NULL : PyTuple_Pack(2, price, size);
         Py_XDECREF(price);
         Py_XDECREF(size);

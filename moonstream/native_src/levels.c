@@ -24,6 +24,63 @@ none_on_value_or_type_error(void)
     return NULL;
 }
 
+/* 1 when `text` is plain digits with at most one '.' between digits ("0.00120", "43251.1", "7"),
+ * 0 otherwise; *nonzero tells whether a digit is not 0. Such a text's Decimal is finite and not
+ * negative, and positive exactly when a digit is not 0: what the remember functions check. */
+int
+native_plain_number(const char *text, Py_ssize_t len, int *nonzero)
+{
+    int digits = 0, point = 0;
+    *nonzero = 0;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (c >= '0' && c <= '9') {
+            digits++;
+            *nonzero |= c != '0';
+        }
+        else if (c == '.' && !point && digits > 0 && i + 1 < len) {
+            point = 1;
+        }
+        else {
+            return 0;
+        }
+    }
+    return digits > 0;
+}
+
+/* remember(text) (fields._remember / _remember_finite, filling `cache`) for a str `text`: for a plain
+ * number it accepts (a price must not be all zeros) the same done here, `Decimal(text)` stored into
+ * `cache`, emptied first when full; remember's Python frame and validation cost 4x the constructor,
+ * and a book's sizes are mostly new texts. A new reference, Py_None (new reference) when remember
+ * refuses the text, NULL on error. */
+PyObject *
+native_remember(PyObject *text, PyObject *cache, PyObject *remember, int positive, PyObject *const *ctx)
+{
+    Py_ssize_t len;
+    const char *chars = PyUnicode_IS_ASCII(text) ? PyUnicode_AsUTF8AndSize(text, &len) : NULL;
+    int nonzero;
+    if (chars == NULL || !native_plain_number(chars, len, &nonzero) || (positive && !nonzero) ||
+        !PyDict_CheckExact(cache)) {
+        return PyObject_CallOneArg(remember, text);
+    }
+    Py_ssize_t limit = PyLong_AsSsize_t(ctx[CTX_CACHE_LIMIT]);
+    if (limit == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *number = PyObject_CallOneArg(ctx[CTX_DECIMAL], text);
+    if (number == NULL) {
+        return NULL;
+    }
+    if (PyDict_GET_SIZE(cache) >= limit) {
+        PyDict_Clear(cache);
+    }
+    if (PyDict_SetItem(cache, text, number) < 0) {
+        Py_DECREF(number);
+        return NULL;
+    }
+    return number;
+}
+
 /* A number through its cache, else through `remember` (which fills the cache or returns None).
  * Returns a new reference, Py_None (new reference) for "not a valid number", NULL on error. */
 static PyObject *

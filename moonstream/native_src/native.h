@@ -42,7 +42,8 @@ extern NATIVE_INTERNAL PyObject *a_status, *a_last_u, *a_last_t, *a_counts, *a_b
 enum {
     CTX_POSITIVE, CTX_NON_NEGATIVE, CTX_REMEMBER_PRICE, CTX_REMEMBER_QTY, CTX_NS_PER_MS, CTX_EXCHANGE,
     CTX_NEW_DEPTH_UPDATE, CTX_NEW_TRADE, CTX_NEW_BOOK_TICKER, CTX_TAKER_SELL, CTX_TAKER_BUY,
-    CTX_NEW_MARK_PRICE, CTX_FINITE, CTX_REMEMBER_FINITE, CTX_SIZE
+    CTX_NEW_MARK_PRICE, CTX_FINITE, CTX_REMEMBER_FINITE, CTX_DECIMAL,
+    CTX_CACHE_LIMIT, CTX_SIZE
 };
 
 /* The frame window's arrays of one side: WindowAccumulator.side_arrays */
@@ -57,6 +58,9 @@ typedef struct {
 /* levels.c */
 NATIVE_INTERNAL PyObject *native_lookup(PyObject *cache, PyObject *key);
 NATIVE_INTERNAL PyObject *native_cached_levels(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+NATIVE_INTERNAL int native_plain_number(const char *text, Py_ssize_t len, int *nonzero);
+NATIVE_INTERNAL PyObject *native_remember(PyObject *text, PyObject *cache, PyObject *remember, int positive,
+                                          PyObject *const *ctx);
 
 /* binance.c */
 NATIVE_INTERNAL PyObject *native_binance_event(PyObject *module, PyObject *const *args, Py_ssize_t nargs);

@@ -533,6 +533,50 @@ def test_binance_event_parses_well_formed_messages_itself() -> None:
         assert event is not NotImplemented and event == binance.normalize(record, symbol)[0]
 
 
+_PLAIN_TEXTS = ["0.00120", "43251.1", "7", "500.500", "0", "0.000", "12345678901234567890.123"]
+_OTHER_TEXTS = ["1e5", "1E-3", "-1", "-0", ".5", "5.", "1_0", " 1", "+1", "\u0663", "NaN", "Infinity", "0x10", ""]
+
+
+@needs_native
+def test_plain_number_texts_skip_remember_and_fill_its_cache() -> None:
+    """A price or size text of plain digits that a number cache lacks becomes Decimal(text) in the
+    compiled parsers without calling the remember function, and lands in that cache as remember would
+    store it (an all-zero price still goes to remember, which refuses it); any other text goes to
+    remember. Either way the event, or the hand-back, is the Python parser's (exponents included)."""
+    asked: list[str] = []
+
+    def spy(remember: Any) -> Any:
+        def call(text: str) -> Any:
+            asked.append(text)
+            return remember(text)
+
+        return call
+
+    context = list(binance._FAST_CONTEXT)
+    context[2], context[3] = spy(context[2]), spy(context[3])  # CTX_REMEMBER_PRICE, CTX_REMEMBER_QTY
+    message = json.loads((DATA / "book_ticker.json").read_text())
+    zeros = "0" * random.Random().randrange(8, 40)  # leading zeros: texts no earlier test cached
+    for text in [zeros + t for t in _PLAIN_TEXTS] + _OTHER_TEXTS:
+        for key, cache in (("b", fields._POSITIVE), ("B", fields._NON_NEGATIVE)):
+            variant = {**message, "data": {**message["data"], key: text}}
+            cached_before = text in cache
+            asked.clear()
+            event = native.binance_event(  # type: ignore[union-attr]
+                binance._FAST_KINDS["ws:bookTicker"], variant, "BTC", "BTCUSDT", 1, tuple(context)
+            )
+            try:
+                expected: Any = binance.parse_book_ticker(variant, "BTC", 1)
+            except Exception:
+                expected = NotImplemented
+            assert repr(event) == repr(expected), (key, text)
+            if not text.startswith(zeros):
+                assert asked == ([] if cached_before else [text]), (key, text)
+            elif key == "b" and Decimal(text) == 0:
+                assert asked == [text] and text not in cache
+            else:
+                assert asked == [] and repr(cache[text]) == repr(Decimal(text)), (key, text)
+
+
 def _mark_event(message: Any) -> Any:
     return native.binance_event(  # type: ignore[union-attr]
         binance._FAST_KINDS["ws:markPrice"], message, "BTC", "BTCUSDT", 1, binance._FAST_CONTEXT
