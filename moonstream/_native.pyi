@@ -30,7 +30,11 @@ def open_side(
     zero: Any,
 ) -> Any: ...
 def side_state(
-    book: dict[Any, Any], descending: bool, memo: dict[Any, str], text: Callable[[Any], str]
+    book: dict[Any, Any],
+    descending: bool,
+    memo: dict[Any, str],
+    text: Callable[[Any], str],
+    decimal: type,
 ) -> Any: ...
 def binance_run(
     events: Any,

@@ -2,6 +2,7 @@
  * values at its open (part of moonstream._native, see module.c). */
 
 #include "native.h"
+#include <stdint.h>
 
 /* ---- side_state ----------------------------------------------------------------------------- */
 
@@ -25,17 +26,143 @@ memo_text(PyObject *memo, PyObject *text, PyObject *value)
     return PyObject_CallOneArg(text, value);
 }
 
+/* Texts of exact decimals, keyed by the object's address. A book's prices, and most of its
+ * quantities (shared through depth.c's tables), are the same objects minute after minute: their
+ * address costs nothing to hash, where a decimal's own hash (for a fraction, a modular power) costs
+ * ~1,700 instructions, and a value new this minute would be hashed once more for the memo. Each
+ * entry holds a reference to its decimal, so no other object can take the address while it is
+ * there; a decimal is immutable, so its text stays right. Emptied (every reference released) when
+ * full: 65,536 entries in 131,072 slots (2 MB), some minutes of a busy book's levels. */
+#define PTR_BITS 17
+#define PTR_SLOTS (1u << PTR_BITS)
+#define PTR_LIMIT (1u << 16)
+
+typedef struct {
+    PyObject *key, *text;
+} PtrSlot;
+
+static PtrSlot *ptr_slots; /* PTR_SLOTS, allocated on first use */
+static size_t ptr_used;
+
+/* The first slot to probe: Fibonacci hashing of the address (its low bits are alignment zeros). */
+static size_t
+ptr_start(PyObject *key)
+{
+    return (size_t)(((uint64_t)(uintptr_t)key * 0x9E3779B97F4A7C15ULL) >> (64 - PTR_BITS));
+}
+
+static void
+ptr_clear(void)
+{
+    for (size_t i = 0; ptr_slots != NULL && i < PTR_SLOTS; i++) {
+        Py_CLEAR(ptr_slots[i].key);
+        Py_CLEAR(ptr_slots[i].text);
+    }
+    ptr_used = 0;
+}
+
+/* Remember `text` for `key` (both referenced), emptying the table first when it is full. Probes
+ * from the start: Python code (the text function) may have run since the lookup. */
+static void
+ptr_store(PyObject *key, PyObject *text)
+{
+    if (ptr_used >= PTR_LIMIT) {
+        ptr_clear();
+    }
+    size_t i = ptr_start(key);
+    while (ptr_slots[i].key != NULL) {
+        i = (i + 1) & (PTR_SLOTS - 1);
+    }
+    ptr_slots[i].key = Py_NewRef(key);
+    ptr_slots[i].text = Py_NewRef(text);
+    ptr_used++;
+}
+
+/* market.decimal_text(value) where str(value) is plain: only digits, '-' and '.' (stricter than the
+ * Python function's 'E'/'N'/'n' test, so every other text takes the Python function itself). "0"
+ * for a zero, else str(value) with, after a '.', its trailing zeros and then the '.' stripped (the
+ * str itself when nothing is). NULL without an error for any other str, NULL with one on failure. */
+static PyObject *
+plain_text(PyObject *value)
+{
+    PyObject *str = PyObject_Str(value);
+    if (str == NULL || !PyUnicode_IS_ASCII(str)) {
+        Py_XDECREF(str);
+        return NULL;
+    }
+    const char *s = (const char *)PyUnicode_DATA(str);
+    Py_ssize_t len = PyUnicode_GET_LENGTH(str), end = len;
+    int dot = 0;
+    for (Py_ssize_t k = 0; k < len; k++) {
+        if (s[k] == '.') {
+            dot = 1;
+        }
+        else if ((s[k] < '0' || s[k] > '9') && s[k] != '-') {
+            Py_DECREF(str);
+            return NULL;
+        }
+    }
+    int zero = PyObject_Not(value);
+    if (zero != 0) {
+        Py_DECREF(str);
+        return zero < 0 ? NULL : PyUnicode_FromStringAndSize("0", 1);
+    }
+    while (dot && end > 0 && s[end - 1] == '0') {
+        end--;
+    }
+    if (dot && end > 0 && s[end - 1] == '.') {
+        end--;
+    }
+    if (end == len) {
+        return str;
+    }
+    PyObject *stripped = PyUnicode_Substring(str, 0, end);
+    Py_DECREF(str);
+    return stripped;
+}
+
+/* The row text of `value` (new reference, NULL with an error set): for an exact decimal (type
+ * `decimal`) from the address table, else plain_text (or the memo route for other texts) and
+ * stored; any other object by the memo route, as _rows does. */
+static PyObject *
+value_text(PyObject *value, PyObject *memo, PyObject *text, PyObject *decimal)
+{
+    if (Py_TYPE(value) != (PyTypeObject *)decimal) {
+        return memo_text(memo, text, value);
+    }
+    if (ptr_slots == NULL) {
+        ptr_slots = PyMem_Calloc(PTR_SLOTS, sizeof(PtrSlot));
+        if (ptr_slots == NULL) {
+            return PyErr_NoMemory();
+        }
+    }
+    for (size_t i = ptr_start(value); ptr_slots[i].key != NULL; i = (i + 1) & (PTR_SLOTS - 1)) {
+        if (ptr_slots[i].key == value) {
+            return Py_NewRef(ptr_slots[i].text);
+        }
+    }
+    PyObject *found = plain_text(value);
+    if (found == NULL && !PyErr_Occurred()) {
+        found = memo_text(memo, text, value);
+    }
+    if (found != NULL) {
+        ptr_store(value, found);
+    }
+    return found;
+}
+
 /* One side of BinanceBook.state_and_levels: (_side_sorted(book, descending), _rows(its items)) with
- * _rows' memo and text function. NotImplemented for a book or memo that is not an exact dict. */
+ * _rows' memo and text function, an exact `decimal` (the Decimal type) taking value_text's address
+ * table. NotImplemented for a book or memo that is not an exact dict, or a `decimal` not a type. */
 PyObject *
 native_side_state(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "side_state(book, descending, memo, text)");
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "side_state(book, descending, memo, text, decimal)");
         return NULL;
     }
-    PyObject *book = args[0], *descending = args[1], *memo = args[2], *text = args[3];
-    if (!PyDict_CheckExact(book) || !PyDict_CheckExact(memo)) {
+    PyObject *book = args[0], *descending = args[1], *memo = args[2], *text = args[3], *decimal = args[4];
+    if (!PyDict_CheckExact(book) || !PyDict_CheckExact(memo) || !PyType_Check(decimal)) {
         Py_RETURN_NOTIMPLEMENTED;
     }
     PyObject *side = NULL, *rows = NULL;
@@ -70,7 +197,7 @@ native_side_state(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t
             goto error;
         }
     }
-    /* [[get(p) or text(p), get(q) or text(q)] for p, q in side.items()] */
+    /* [[get(p) or text(p), get(q) or text(q)] for p, q in side.items()], through value_text */
     rows = PyList_New(0);
     if (rows == NULL) {
         goto error;
@@ -79,8 +206,8 @@ native_side_state(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t
     PyObject *key, *item;
     while (PyDict_Next(side, &pos, &key, &item)) {
         PyObject *price = Py_NewRef(key), *qty = Py_NewRef(item);
-        PyObject *price_text = memo_text(memo, text, price);
-        PyObject *qty_text = price_text == NULL ? NULL : memo_text(memo, text, qty);
+        PyObject *price_text = value_text(price, memo, text, decimal);
+        PyObject *qty_text = price_text == NULL ? NULL : value_text(qty, memo, text, decimal);
         PyObject *row = qty_text == NULL ? NULL : PyList_New(2);
         Py_DECREF(price);
         Py_DECREF(qty);

@@ -25,6 +25,7 @@ import pytest
 from moonstream import native as native_switch
 from moonstream.collector.rawfile import RawRecord
 from moonstream.jobs.engines import orderbook, orderbook_binance, orderbook_frames
+from moonstream.jobs.engines.market import decimal_text
 from moonstream.jobs.engines.orderbook import step_orderbook
 from moonstream.jobs.engines.orderbook_binance import BinanceBook
 from moonstream.jobs.normalize import (
@@ -432,34 +433,77 @@ def test_open_side_gives_the_python_loops_buckets(seed: int) -> None:
     )
 
 
-@needs_native
-def test_side_state_gives_the_python_rows_and_dicts() -> None:
-    """Both sides' dicts (order, keys, values) and rows, and the text memo's contents after each."""
-    rng = random.Random(5)
-    book = {
-        Decimal(rng.randint(1, 10**6)) / 100: Decimal(
-            rng.choice(["1", "1.0", "2.50", "0E-8", "7E+1", "0.1000"])
-        )
-        for _ in range(500)
-    }
+class _Dec(Decimal):
+    """A Decimal subclass: side_state's address table takes exact decimals only."""
+
+
+def _side_state_both_ways(books: list[dict[Any, Any]]) -> list[Any]:
+    """(compiled, Python) results of ``_side_state`` on each book, both sides: the dicts (order, keys
+    and values, exponents included) and the rows."""
     results = []
     for use_native in (True, False):
         orderbook_frames._TEXT_MEMO.clear()
-        for price in list(book)[:100]:
+        for price in list(books[0])[:100]:
             orderbook_frames.decimal_text_cached(price)  # some hits, some misses
         compiled = native.side_state if use_native else not_built  # type: ignore[union-attr]
         out = []
-        for descending in (True, False):
-            done = compiled(
-                book, descending, orderbook_frames._TEXT_MEMO, orderbook_frames.decimal_text_cached
-            )
-            if done is NotImplemented:
-                side = orderbook_binance._side_sorted(book, descending)
-                done = side, orderbook_binance._rows(side.items())
-            out.append((_exact(repr(list(done[0].items()))), done[1]))
-        results.append((out, _exact(repr(list(orderbook_frames._TEXT_MEMO.items())))))
+        for book in books:
+            for descending in (True, False):
+                done = compiled(
+                    book,
+                    descending,
+                    orderbook_frames._TEXT_MEMO,
+                    orderbook_frames.decimal_text_cached,
+                    Decimal,
+                )
+                if done is NotImplemented:
+                    side = orderbook_binance._side_sorted(book, descending)
+                    done = side, orderbook_binance._rows(side.items())
+                out.append((_exact(repr(list(done[0].items()))), done[1]))
+        # The compiled loop fills its own table, not the memo, for plain texts: the memo stays exact.
+        assert all(decimal_text(k) == v for k, v in orderbook_frames._TEXT_MEMO.items())
+        results.append(out)
+    return results
+
+
+@needs_native
+def test_side_state_gives_the_python_rows_and_dicts() -> None:
+    """Both sides' dicts (order, keys, values) and rows: texts with trailing zeros, exponents, zeros
+    and NaN, the same decimal twice (the address table's hit) and equal values as other objects, a
+    Decimal subclass (the memo route), and then the same book again."""
+    rng = random.Random(5)
+    texts = ["1", "1.0", "2.50", "0E-8", "7E+1", "0.1000", "1.500", "100", "1E+2", "0.000", "-0", "5E-7"]
+    texts += ["1.0E+3", "-0.0", "Infinity", "NaN", "-1.2300", "10.0"]
+    shared = Decimal("3.1400")
+    book: dict[Any, Any] = {
+        Decimal(rng.randint(1, 10**6)) / 100: Decimal(rng.choice(texts)) for _ in range(500)
+    }
+    book.update({Decimal(f"{k}.00"): shared for k in range(20)})  # one object, many levels
+    book.update({Decimal(t) + 10**7: Decimal(t) for t in texts if t[-1].isdigit()})  # as keys too
+    book[Decimal("12345.60")] = _Dec("1.50")
+    book[_Dec("777.70")] = Decimal("2.0")
+    results = _side_state_both_ways([book, book, dict(book)])
     assert results[0] == results[1]
-    assert native.side_state(list(book), True, {}, str) is NotImplemented  # type: ignore[union-attr]
+    rows = dict(results[0][1][1])
+    assert rows["12345.6"] == "1.5" and rows["1"] == "3.14" and rows["10001000"] == "1000"
+    assert rows["10000001.5"] == "1.5" and rows["10000000.0000005"] == "0.0000005"
+    assert native.side_state(list(book), True, {}, str, Decimal) is NotImplemented  # type: ignore[union-attr]
+    assert native.side_state(book, True, {}, str, "Decimal") is NotImplemented  # type: ignore[union-attr]
+
+
+@needs_native
+def test_side_state_texts_past_the_address_tables_limit() -> None:
+    """More distinct decimals than the address table holds (it empties when full), each book side
+    twice: fresh objects (misses, clears) then the same objects again, and equal values as new
+    objects."""
+    rng = random.Random(6)
+    book = {
+        Decimal(f"{k}.{rng.randint(0, 99):02d}0"): Decimal(f"{rng.randint(0, 10**6)}.{rng.randint(0, 999)}00")
+        for k in range(1, 45_000)
+    }
+    copy = {Decimal(str(p)): Decimal(str(q)) for p, q in book.items()}
+    results = _side_state_both_ways([book, book, copy, book])
+    assert results[0] == results[1]
 
 
 # --- binance_event --------------------------------------------------------------------------------
