@@ -1,5 +1,15 @@
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
+
+class ExactSum:
+    """A frame bucket's exact value, standing for the Decimal the Python loops would hold."""
+
+    def to_decimal(self) -> Decimal: ...
+    def __float__(self) -> float: ...
+    def __bool__(self) -> bool: ...
+    def __add__(self, other: object) -> Decimal: ...
+    def __radd__(self, other: object) -> Decimal: ...
 
 def cached_levels(
     raw: list[Any],
@@ -29,6 +39,7 @@ def open_side(
     index_miss: Callable[..., int],
     zero: Any,
 ) -> Any: ...
+def sort_prices(items: list[Any], reverse: bool) -> bool: ...
 def side_state(
     book: dict[Any, Any],
     descending: bool,

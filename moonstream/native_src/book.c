@@ -25,7 +25,7 @@ static int
 compare_item(PyObject *price, PyObject *tops, Py_ssize_t index, int op)
 {
     PyObject *item = Py_NewRef(PyList_GET_ITEM(tops, index));
-    int truth = native_compare(price, item, op);
+    int truth = native_compare_values(price, item, op);
     Py_DECREF(item);
     return truth;
 }
@@ -35,8 +35,8 @@ static int
 less_than_item(PyObject *price, PyObject *tops, Py_ssize_t index, int reverse)
 {
     PyObject *item = Py_NewRef(PyList_GET_ITEM(tops, index));
-    int less = reverse ? PyObject_RichCompareBool(price, item, Py_LT)
-                       : PyObject_RichCompareBool(item, price, Py_LT);
+    int less = reverse ? native_compare_values(price, item, Py_LT)
+                       : native_compare_values(item, price, Py_LT);
     Py_DECREF(item);
     return less;
 }
@@ -178,19 +178,6 @@ remove_top(PyObject *tops, PyObject *book, PyObject *price, int bids)
     return PyList_GET_SIZE(tops) == 0 && PyDict_GET_SIZE(book) > 0;
 }
 
-/* price * (qty - old): a new reference, or NULL with an error set */
-static PyObject *
-new_notional(PyObject *price, PyObject *qty, PyObject *old)
-{
-    PyObject *change = PyNumber_Subtract(qty, old);
-    if (change == NULL) {
-        return NULL;
-    }
-    PyObject *notional = PyNumber_Multiply(price, change);
-    Py_DECREF(change);
-    return notional;
-}
-
 /* The bucket of `price` on a window's grid: `index[price]`, else `index_miss(index, step, price)`
  * (setting *called first, when given), minus i_min. 0 with *j set, or -1 with an error set. */
 int
@@ -223,8 +210,40 @@ native_bucket_of(PyObject *index, PyObject *step, PyObject *index_miss, long lon
     return 0;
 }
 
+/* `acc[j] += float(value) * (t - since)` and `last[j] = t` in doubles, for an ExactSum, a float
+ * integral and integer times less than 2**53 apart: the same IEEE operations as the Python floats
+ * (the int difference converts exactly). 1 when done, 0 for the generic path, -1 with an error set. */
+static int
+integrate_exact(Window *w, long long j, PyObject *value, PyObject *since, PyObject *t)
+{
+    PyObject *integral = PyList_GET_ITEM(w->acc, j);
+    if (!native_is_exact(value) || !PyFloat_CheckExact(integral) || !PyLong_CheckExact(since) ||
+        !PyLong_CheckExact(t)) {
+        return 0;
+    }
+    int overflow_t = 0, overflow_since = 0;
+    long long end = PyLong_AsLongLongAndOverflow(t, &overflow_t);
+    long long start = PyLong_AsLongLongAndOverflow(since, &overflow_since);
+    if (overflow_t || overflow_since || end > (1LL << 62) || end < -(1LL << 62) || start > (1LL << 62) ||
+        start < -(1LL << 62) || end - start >= (1LL << 53) || start - end >= (1LL << 53)) {
+        return 0;
+    }
+    double level;
+    if (native_exact_float(value, &level) < 0) {
+        return -1;
+    }
+    PyObject *total = PyFloat_FromDouble(PyFloat_AS_DOUBLE(integral) + level * (double)(end - start));
+    if (total == NULL) {
+        return -1;
+    }
+    PyList_SetItem(w->acc, j, total);
+    PyList_SetItem(w->last, j, Py_NewRef(t));
+    return 1;
+}
+
 /* `cur[j] = price * (qty - old)` (value None) or `cur[j] = value + price * (qty - old)`, integrating
- * `float(value) * (t - since)` into acc[j] first when the bucket last changed before t. */
+ * `float(value) * (t - since)` into acc[j] first when the bucket last changed before t. The sums are
+ * ExactSums while exact (exact.c): the same values, floats and truth as the Python loop's Decimals. */
 static int
 integrate(Window *w, PyObject *price, PyObject *qty, PyObject *old, PyObject *t)
 {
@@ -241,7 +260,7 @@ integrate(Window *w, PyObject *price, PyObject *qty, PyObject *old, PyObject *t)
     }
     PyObject *value = PyList_GET_ITEM(w->cur, j);
     if (value == Py_None) {
-        PyObject *notional = new_notional(price, qty, old);
+        PyObject *notional = native_exact_notional(price, qty, old);
         if (notional == NULL) {
             return -1;
         }
@@ -253,6 +272,11 @@ integrate(Window *w, PyObject *price, PyObject *qty, PyObject *old, PyObject *t)
     PyObject *since = Py_NewRef(PyList_GET_ITEM(w->last, j));
     int moved = native_compare(since, t, Py_NE);
     int failed = moved < 0;
+    if (moved > 0) {
+        int done = integrate_exact(w, j, value, since, t);
+        failed = done < 0;
+        moved = done == 0;
+    }
     if (moved > 0) {
         PyObject *level = PyNumber_Float(value);
         PyObject *elapsed = level == NULL ? NULL : PyNumber_Subtract(t, since);
@@ -272,11 +296,13 @@ integrate(Window *w, PyObject *price, PyObject *qty, PyObject *old, PyObject *t)
         }
     }
     if (!failed) {
-        PyObject *notional = new_notional(price, qty, old);
-        PyObject *sum = notional == NULL ? NULL : PyNumber_Add(value, notional);
-        Py_XDECREF(notional);
+        /* held by the list and here: an ExactSum may then change in place */
+        PyObject *sum = native_exact_add_notional(value, 2, price, qty, old);
         if (sum == NULL) {
             failed = 1;
+        }
+        else if (sum == value) {
+            Py_DECREF(sum);
         }
         else {
             PyList_SetItem(w->cur, j, sum);
@@ -346,7 +372,7 @@ native_apply_levels(PyObject *book, PyObject **tops_ref, PyObject *levels, PyObj
                 old = Py_NewRef(zero); /* the Python code's _ZERO */
             }
             else {
-                int same = native_compare(old, qty, Py_EQ);
+                int same = native_compare_values(old, qty, Py_EQ);
                 if (same != 0) {
                     Py_DECREF(old);
                     if (same < 0) {
@@ -411,6 +437,9 @@ native_levels_shape(PyObject *levels)
 PyObject *
 native_set_levels(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
+    if (native_exact_refresh() < 0) { /* ExactSums only in the default-like decimal context */
+        return NULL;
+    }
     if (nargs != 10) {
         PyErr_SetString(PyExc_TypeError,
                         "set_levels(book, tops, levels, side, t, arrays, index_miss, side_tops, "

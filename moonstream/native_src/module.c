@@ -23,6 +23,9 @@
  *                             dict and rows for BinanceBook.state_and_levels
  *   open_side      sides.c    moonstream.jobs.engines.orderbook_frames.WindowAccumulator.open_book's
  *                             loop over one side's levels
+ *   sort_prices    exact.c    `list.sort()` of a book side's prices, by exact integer keys
+ *   ExactSum       exact.c    the window loops' bucket sums (set_levels, binance_run, open_side) as exact
+ *                             integers while the Decimal sums would be exact, standing for them
  *   parse_lines    lines.c    moonstream.collector.rawfile.parse_lines: the lines of already validated
  *                             tags
  *   slot_builder   builder.c  moonstream.jobs.normalize.fields.positional_builder's generated ``build``
@@ -77,6 +80,8 @@ static PyMethodDef native_methods[] = {
      "One side of a Binance book's state rows and level dict (BinanceBook.state_and_levels)."},
     {"open_side", (PyCFunction)(void (*)(void))native_open_side, METH_FASTCALL,
      "One side's bucket values at a window's open (WindowAccumulator.open_book's loop)."},
+    {"sort_prices", (PyCFunction)(void (*)(void))native_sort_prices, METH_FASTCALL,
+     "Sort a list of distinct plain decimals by value; False (untouched) for any other list."},
     {"slot_builder", (PyCFunction)(void (*)(void))native_slot_builder, METH_FASTCALL,
      "A compiled positional builder of a slotted class, else NotImplemented."},
     {NULL, NULL, 0, NULL},
@@ -119,11 +124,25 @@ intern_all(void)
     return 0;
 }
 
+PyObject *native_decimal_type;
+
 PyMODINIT_FUNC
 PyInit__native(void)
 {
     if (intern_all() < 0 || PyType_Ready(&SlotBuilderType) < 0) {
         return NULL;
     }
-    return PyModule_Create(&native_module);
+    if (native_decimal_type == NULL) {
+        PyObject *decimal = PyImport_ImportModule("decimal");
+        native_decimal_type = decimal == NULL ? NULL : PyObject_GetAttrString(decimal, "Decimal");
+        Py_XDECREF(decimal);
+        if (native_decimal_type == NULL) {
+            return NULL;
+        }
+    }
+    PyObject *module = PyModule_Create(&native_module);
+    if (module != NULL && native_exact_ready(module) < 0) {
+        Py_CLEAR(module);
+    }
+    return module;
 }

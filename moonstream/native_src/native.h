@@ -7,6 +7,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 
 #if defined(__GNUC__) && !defined(_WIN32) && !defined(__CYGWIN__)
 #define NATIVE_INTERNAL __attribute__((visibility("hidden")))
@@ -35,6 +36,9 @@ extern NATIVE_INTERNAL PyObject *n_depth_update, *n_book_ticker, *n_trade, *n_ma
 extern NATIVE_INTERNAL PyObject *a_status, *a_last_u, *a_last_t, *a_counts, *a_bids, *a_asks, *a_window,
     *a_tops, *a_tops_books, *a_recent, *a_pending, *a_active, *a_arrays, *a_side_tops, *a_mismatch,
     *a_prev_last_update_id, *a_ts_ns, *a_bid_price, *a_ask_price;
+
+/* decimal.Decimal (module.c, at import) */
+extern NATIVE_INTERNAL PyObject *native_decimal_type;
 
 /* ---- shared types ------------------------------------------------------------------------------ */
 
@@ -86,8 +90,21 @@ NATIVE_INTERNAL PyObject *native_set_levels(PyObject *module, PyObject *const *a
 NATIVE_INTERNAL PyObject *native_binance_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 /* sides.c */
+NATIVE_INTERNAL int native_decimal_exact(PyObject *value, int64_t *coefficient, int *scale);
 NATIVE_INTERNAL PyObject *native_side_state(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 NATIVE_INTERNAL PyObject *native_open_side(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
+/* exact.c */
+NATIVE_INTERNAL int native_exact_ready(PyObject *module);
+NATIVE_INTERNAL int native_exact_refresh(void);
+NATIVE_INTERNAL int native_is_exact(PyObject *value);
+NATIVE_INTERNAL int native_exact_float(PyObject *value, double *out);
+NATIVE_INTERNAL int native_compare_values(PyObject *a, PyObject *b, int op);
+NATIVE_INTERNAL int native_sort_values(PyObject *items, int reverse);
+NATIVE_INTERNAL PyObject *native_sort_prices(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+NATIVE_INTERNAL PyObject *native_exact_notional(PyObject *price, PyObject *qty, PyObject *old);
+NATIVE_INTERNAL PyObject *native_exact_add_notional(PyObject *value, Py_ssize_t held, PyObject *price,
+                                                    PyObject *qty, PyObject *old);
 
 /* lines.c */
 NATIVE_INTERNAL PyObject *native_parse_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs);

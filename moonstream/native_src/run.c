@@ -278,9 +278,9 @@ past_ticker(PyObject *book, Book *b, PyObject *ticker, PyObject *const *ctx)
             result = -1;
             goto done;
         }
-        int equal = native_compare(bid, t_bid, Py_EQ);
+        int equal = native_compare_values(bid, t_bid, Py_EQ);
         if (equal > 0) {
-            equal = native_compare(ask, t_ask, Py_EQ);
+            equal = native_compare_values(ask, t_ask, Py_EQ);
         }
         if (equal < 0) {
             result = -1;
@@ -367,6 +367,9 @@ read_book(PyObject *book, Book *b, PyObject *const *ctx)
 PyObject *
 native_binance_run(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
+    if (native_exact_refresh() < 0) { /* ExactSums only in the default-like decimal context */
+        return NULL;
+    }
     if (nargs != 8) {
         PyErr_SetString(PyExc_TypeError, "binance_run(events, k, symbol, book, clock, end, switch_at, context)");
         return NULL;

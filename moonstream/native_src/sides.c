@@ -39,6 +39,8 @@ memo_text(PyObject *memo, PyObject *text, PyObject *value)
 
 typedef struct {
     PyObject *key, *text;
+    int64_t coefficient; /* the text as coefficient / 10**scale (native_decimal_exact), when exact is 1 */
+    int scale, exact;    /* exact: 0 not parsed yet, 1 parsed, 2 not plain or too long */
 } PtrSlot;
 
 static PtrSlot *ptr_slots; /* PTR_SLOTS, allocated on first use */
@@ -61,9 +63,9 @@ ptr_clear(void)
     ptr_used = 0;
 }
 
-/* Remember `text` for `key` (both referenced), emptying the table first when it is full. Probes
- * from the start: Python code (the text function) may have run since the lookup. */
-static void
+/* Remember `text` for `key` (both referenced), emptying the table first when it is full: its slot.
+ * Probes from the start: Python code (the text function) may have run since the lookup. */
+static PtrSlot *
 ptr_store(PyObject *key, PyObject *text)
 {
     if (ptr_used >= PTR_LIMIT) {
@@ -75,7 +77,9 @@ ptr_store(PyObject *key, PyObject *text)
     }
     ptr_slots[i].key = Py_NewRef(key);
     ptr_slots[i].text = Py_NewRef(text);
+    ptr_slots[i].exact = 0;
     ptr_used++;
+    return &ptr_slots[i];
 }
 
 /* market.decimal_text(value) where str(value) is plain: only digits, '-' and '.' (stricter than the
@@ -151,6 +155,80 @@ value_text(PyObject *value, PyObject *memo, PyObject *text, PyObject *decimal)
     return found;
 }
 
+/* A row text ("-123.45", "0", "100": digits, at most one '-' first and one '.') as coefficient and
+ * scale: 1, or 0 when it has another shape, more than 18 significant digits or 18 decimals. */
+static int
+parse_exact(PyObject *text, int64_t *coefficient, int *scale)
+{
+    if (!PyUnicode_IS_ASCII(text)) {
+        return 0;
+    }
+    const char *s = (const char *)PyUnicode_DATA(text);
+    Py_ssize_t len = PyUnicode_GET_LENGTH(text), k = 0;
+    int negative = len > 0 && s[0] == '-', digits = 0, point = -1;
+    int64_t value = 0;
+    for (k = negative; k < len; k++) {
+        if (s[k] >= '0' && s[k] <= '9') {
+            if ((value != 0 || s[k] != '0') && ++digits > 18) { /* leading zeros are not digits */
+                return 0;
+            }
+            value = value * 10 + (s[k] - '0');
+        }
+        else if (s[k] == '.' && point < 0) {
+            point = (int)k;
+        }
+        else {
+            return 0;
+        }
+    }
+    int decimals = point < 0 ? 0 : (int)(len - 1 - point);
+    if (len == negative || point == len - 1 || decimals > 18) {
+        return 0;
+    }
+    *coefficient = negative ? -value : value;
+    *scale = decimals;
+    return 1;
+}
+
+/* An exact decimal's value as coefficient / 10**scale (at most 18 digits), through the address
+ * table (a book's prices and sizes are looked up once each): 1, 0 for any other object or text, -1
+ * with an error set. */
+int
+native_decimal_exact(PyObject *value, int64_t *coefficient, int *scale)
+{
+    if (Py_TYPE(value) != (PyTypeObject *)native_decimal_type) {
+        return 0;
+    }
+    if (ptr_slots == NULL) {
+        ptr_slots = PyMem_Calloc(PTR_SLOTS, sizeof(PtrSlot));
+        if (ptr_slots == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    PtrSlot *slot = NULL;
+    for (size_t i = ptr_start(value); ptr_slots[i].key != NULL; i = (i + 1) & (PTR_SLOTS - 1)) {
+        if (ptr_slots[i].key == value) {
+            slot = &ptr_slots[i];
+            break;
+        }
+    }
+    if (slot == NULL) {
+        PyObject *text = plain_text(value);
+        if (text == NULL) {
+            return PyErr_Occurred() ? -1 : 0;
+        }
+        slot = ptr_store(value, text);
+        Py_DECREF(text);
+    }
+    if (slot->exact == 0) {
+        slot->exact = parse_exact(slot->text, &slot->coefficient, &slot->scale) ? 1 : 2;
+    }
+    *coefficient = slot->coefficient;
+    *scale = slot->scale;
+    return slot->exact == 1;
+}
+
 /* One side of BinanceBook.state_and_levels: (_side_sorted(book, descending), _rows(its items)) with
  * _rows' memo and text function, an exact `decimal` (the Decimal type) taking value_text's address
  * table. NotImplemented for a book or memo that is not an exact dict, or a `decimal` not a type. */
@@ -171,17 +249,24 @@ native_side_state(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t
     if (keys == NULL) {
         return NULL;
     }
-    PyObject *sort = PyObject_GetAttrString(keys, "sort");
-    PyObject *kwargs = sort == NULL ? NULL : Py_BuildValue("{s:O}", "reverse", descending);
-    PyObject *empty = kwargs == NULL ? NULL : PyTuple_New(0);
-    PyObject *sorted = empty == NULL ? NULL : PyObject_Call(sort, empty, kwargs);
-    Py_XDECREF(sort);
-    Py_XDECREF(kwargs);
-    Py_XDECREF(empty);
-    if (sorted == NULL) {
+    int reverse = PyObject_IsTrue(descending);
+    int by_value = reverse < 0 ? -1 : native_sort_values(keys, reverse); /* distinct plain prices */
+    if (by_value < 0) {
         goto error;
     }
-    Py_DECREF(sorted);
+    if (!by_value) {
+        PyObject *sort = PyObject_GetAttrString(keys, "sort");
+        PyObject *kwargs = sort == NULL ? NULL : Py_BuildValue("{s:O}", "reverse", descending);
+        PyObject *empty = kwargs == NULL ? NULL : PyTuple_New(0);
+        PyObject *sorted = empty == NULL ? NULL : PyObject_Call(sort, empty, kwargs);
+        Py_XDECREF(sort);
+        Py_XDECREF(kwargs);
+        Py_XDECREF(empty);
+        if (sorted == NULL) {
+            goto error;
+        }
+        Py_DECREF(sorted);
+    }
     /* {p: book[p] for p in keys} */
     side = PyDict_New();
     if (side == NULL) {
@@ -244,6 +329,9 @@ error:
 PyObject *
 native_open_side(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
+    if (native_exact_refresh() < 0) { /* ExactSums only in the default-like decimal context */
+        return NULL;
+    }
     if (nargs != 7) {
         PyErr_SetString(PyExc_TypeError, "open_side(levels, index, step, i_min, n, index_miss, zero)");
         return NULL;
@@ -277,13 +365,23 @@ native_open_side(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t 
         long long j;
         int failed = native_bucket_of(index, step, index_miss, i_min, price, &j, NULL);
         if (!failed && 0 <= j && j < n) {
-            PyObject *value = PyList_GET_ITEM(cur, j);
-            PyObject *notional = PyNumber_Multiply(price, qty);
-            PyObject *sum = notional == NULL ? NULL
-                                             : PyNumber_Add(value == Py_None ? zero : value, notional);
-            Py_XDECREF(notional);
+            /* ExactSums while exact (exact.c), else the Python loop's Decimals */
+            PyObject *value = PyList_GET_ITEM(cur, j), *sum;
+            if (value == Py_None) {
+                PyObject *notional = native_exact_notional(price, qty, NULL);
+                sum = notional == NULL || native_is_exact(notional) ? notional : PyNumber_Add(zero, notional);
+                if (sum != notional) {
+                    Py_XDECREF(notional);
+                }
+            }
+            else {
+                sum = native_exact_add_notional(value, 1, price, qty, NULL); /* held by the list only */
+            }
             if (sum == NULL) {
                 failed = 1;
+            }
+            else if (sum == value) {
+                Py_DECREF(sum);
             }
             else {
                 PyList_SetItem(cur, j, sum); /* steals sum, releases the old value */

@@ -54,6 +54,7 @@ def _switch(monkeypatch: pytest.MonkeyPatch, use_native: bool) -> None:
         (fields, "_native_levels"): "cached_levels",
         (orderbook_binance, "_compiled_set_levels"): "set_levels",
         (orderbook_binance, "_compiled_side_state"): "side_state",
+        (orderbook_binance, "_compiled_sort_prices"): "sort_prices",
         (orderbook_frames, "_compiled_open_side"): "open_side",
         (orderbook, "_compiled_binance_run"): "binance_run",
         (rawfile, "_compiled_parse_lines"): "parse_lines",
@@ -194,7 +195,20 @@ def test_levels_parse_the_same_through_the_normalizer() -> None:
 # --- set_levels -----------------------------------------------------------------------------------
 
 
-def _churn(seed: int, use_native: bool, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+_SIZES = ["0", "0", "1", "1.0", "2.50", "0.001"]
+_ODD_SIZES = [
+    *_SIZES,
+    "1E+3",  # not plain: the compiled window sums take the Decimal route
+    "12345678.9012345678",  # 18 digits: at these prices the notional reaches 10**28 (Decimal rounds)
+    "1234567890123456789012.5",  # more than 18 digits
+    "99999999999999999",  # a bucket of a few of these leaves the exact range
+    "0.000000000000000001",
+]
+
+
+def _churn(
+    seed: int, use_native: bool, monkeypatch: pytest.MonkeyPatch, sizes: list[str] = _SIZES
+) -> list[Any]:
     """A synced book under random diffs: new bests, deletions of the best prices until the kept
     best prices run out, levels outside the window's grid, equal quantities with other exponents."""
     _switch(monkeypatch, use_native)
@@ -216,7 +230,7 @@ def _churn(seed: int, use_native: bool, monkeypatch: pytest.MonkeyPatch) -> list
                 for _ in range(rng.randint(0, 10)):
                     offset = rng.choice([rng.randint(1, 30), rng.randint(1, 3000)])
                     price = D(center + sign * offset) / 10
-                    out.append((str(price), rng.choice(["0", "0", "1", "1.0", "2.50", "0.001"])))
+                    out.append((str(price), rng.choice(sizes)))
                 return out
 
             if k % 50 == 25:
@@ -255,6 +269,56 @@ def test_set_levels_gives_the_python_books_frames_and_states(
     python = _churn(seed, False, monkeypatch)
     orderbook.clear_kept_books()
     assert compiled == python
+
+
+@needs_native
+@pytest.mark.parametrize("seed", [4, 5])
+def test_window_sums_past_the_exact_range_give_the_python_frames(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sizes the compiled window loop cannot keep as exact sums (an exponent, more than 18 digits,
+    notionals and bucket sums reaching 10**28, where Decimal rounds): it goes on in Decimal from the
+    exact value, and the frames, books and states are the Python loop's."""
+    orderbook.clear_kept_books()
+    compiled = _churn(seed, True, monkeypatch, _ODD_SIZES)
+    orderbook.clear_kept_books()
+    python = _churn(seed, False, monkeypatch, _ODD_SIZES)
+    orderbook.clear_kept_books()
+    assert compiled == python
+
+
+@needs_native
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_set_levels_window_values_are_the_python_decimals(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The window's bucket values after random changes, compiled and in Python, as exact numbers.
+    Prices of 18 digits times sizes of up to 18 reach 29-36 digits (Decimal rounds the notional to
+    28), and sums of 28-digit notionals cross 10**28 (Decimal rounds the sum): the compiled loop must
+    then go on from the rounded Decimal, as the Python loop does; a float would hide a 28th digit."""
+    D = Decimal
+    sizes = ["1", "2.50", "0.001", "1234.5678901", "9999.9999999", "12345678.9012345678", "1E+3", "0"]
+    results = []
+    for use_native in (True, False):
+        _switch(monkeypatch, use_native)
+        rng = random.Random(seed)
+        bids = {D(1000) - D(k) / 10: D(1) for k in range(1, 200)}
+        asks = {D(1000) + D(k) / 10: D(1) for k in range(1, 200)}
+        window = orderbook_frames.WindowAccumulator("SOL", 0, 10**12)  # buckets of 0.10
+        window.open_book(0, bids, asks, D(1000))
+        book = BinanceBook("SOL", status="synced", bids=dict(bids), asks=dict(asks))
+        book.window = window
+
+        def price(sign: int, rng: random.Random = rng) -> Decimal:
+            tail = D("0.00000000000001") * rng.choice((0, 0, 1, 7))  # 18 digits when not 0
+            return D(1000) + sign * (D(rng.randint(1, 300)) / 10 + tail)
+
+        for k in range(1, 400):
+            for side, sign in ((0, -1), (1, 1)):
+                levels = tuple((price(sign), D(rng.choice(sizes))) for _ in range(rng.randint(1, 6)))
+                book._set_levels(k * 10**6 * rng.choice((1, 1, 7)), side, levels)
+        results.append(_bucket_values(window._cur))
+        kinds = {type(v).__name__ for side in window._cur for v in side}
+        assert "Decimal" in kinds and ("ExactSum" in kinds) == use_native
+    assert results[0] == results[1]
 
 
 def _steps_both_ways(stream: list[list[Any]], monkeypatch: pytest.MonkeyPatch) -> list[list[Any]]:
@@ -402,10 +466,24 @@ def test_binance_run_hands_back_what_it_does_not_take() -> None:
     assert book == BinanceBook("BTC")
 
 
+def _bucket_values(sides: Any) -> list[list[Any]]:
+    """A window's bucket values as what the engine reads of them: the number (an ExactSum as its
+    Decimal, compared by value), its float and its truth; None stays None."""
+
+    def value(v: Any) -> Any:
+        if v is None:
+            return None
+        number = v.to_decimal() if type(v).__name__ == "ExactSum" else v
+        return (number, float(v).hex(), bool(v))
+
+    return [[value(v) for v in side] for side in sides]
+
+
 @needs_native
 @pytest.mark.parametrize("seed", [1, 2])
 def test_open_side_gives_the_python_loops_buckets(seed: int) -> None:
-    """Bucket sums (exponents included) and the index memo's misses filled, levels off the grid."""
+    """Bucket sums (as numbers, floats and truth: the compiled loop keeps exact sums as ExactSums, the
+    Python loop as Decimals) and the index memo's misses filled, levels off the grid."""
     rng = random.Random(seed)
     levels = {
         Decimal(rng.randint(1, 3000)) / 10: Decimal(rng.choice(["1", "1.0", "2.50", "0.3333", "7E+1"]))
@@ -424,7 +502,9 @@ def test_open_side_gives_the_python_loops_buckets(seed: int) -> None:
             orderbook_frames._compiled_open_side = original
         assert window.grid is not None
         memo = orderbook_frames.price_index(window.grid.step)
-        results.append((_exact(repr(window._cur)), window._last, sorted(memo.items())))
+        results.append((_bucket_values(window._cur), window._last, sorted(memo.items())))
+        kinds = {type(v).__name__ for side in window._cur for v in side}
+        assert kinds == ({"ExactSum", "Decimal", "NoneType"} if use_native else {"Decimal", "NoneType"})
     assert results[0] == results[1]
     call = native.open_side  # type: ignore[union-attr]
     assert (

@@ -48,6 +48,7 @@ MAX_PENDING_TICKERS = 256
 _ZERO = Decimal(0)
 _compiled_set_levels = compiled("set_levels")
 _compiled_side_state = compiled("side_state")
+_compiled_sort_prices = compiled("sort_prices")
 
 
 class Counts(dict[str, int]):
@@ -237,8 +238,11 @@ class BinanceBook:
         tops = self._tops[side]
         if self._tops_books[side] is not book or (not tops and book):
             # the TOPS_KEPT highest bids / lowest asks, ascending (prices are unique keys: what
-            # heapq.nlargest / nsmallest and a sort give; one C-level sort of the mostly sorted keys)
-            ordered = sorted(book)
+            # heapq.nlargest / nsmallest and a sort give; one C-level sort of the mostly sorted keys,
+            # by integer keys where built: sort_prices in moonstream/native_src/exact.c)
+            ordered = list(book)
+            if _compiled_sort_prices(ordered, False) is not True:
+                ordered.sort()
             best = ordered[-TOPS_KEPT:] if side == 0 else ordered[:TOPS_KEPT]
             tops = self._tops[side] = best
             self._tops_books[side] = book

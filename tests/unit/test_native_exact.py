@@ -1,0 +1,131 @@
+"""ExactSum and sort_prices (moonstream/native_src/exact.c): the frame window's bucket sums as exact
+integers while Decimal would be exact too, and a book side's prices sorted by integer keys.
+
+Both stand in for Decimal arithmetic and comparisons, so each test holds them to what Decimal does
+in the default context: the same values (a 28th digit included), floats, truth and order."""
+
+from __future__ import annotations
+
+import random
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from moonstream.jobs.engines.orderbook_frames import index_miss
+from moonstream.native import native
+
+pytestmark = pytest.mark.skipif(native is None, reason="moonstream._native is not built (no C compiler?)")
+
+D = Decimal
+
+
+def _one_bucket(levels: list[tuple[Decimal, Decimal]]) -> Any:
+    """open_side's value for one bucket holding every level: an ExactSum or a Decimal."""
+    index = {price: 0 for price, _ in levels}
+    (value,) = native.open_side(dict(levels), index, D(1), 0, 1, index_miss, D(0))  # type: ignore[union-attr]
+    return value
+
+
+def _python_sum(levels: list[tuple[Decimal, Decimal]]) -> Decimal:
+    total = D(0)
+    for price, qty in levels:
+        total = total + price * qty
+    return total
+
+
+def _number(value: Any) -> Decimal:
+    return value.to_decimal() if type(value).__name__ == "ExactSum" else value
+
+
+def _digits(rng: random.Random, most: int) -> str:
+    """A plain decimal text of 1..most digits, a random point, sometimes negative-free zeros."""
+    n = rng.randint(1, most)
+    digits = "".join(rng.choice("0123456789") for _ in range(n)).lstrip("0") or "0"
+    point = rng.randint(0, len(digits))
+    text = digits[:point] + ("." + digits[point:] if point < len(digits) else "")
+    return "0" + text if text.startswith(".") else text
+
+
+def test_bucket_sums_are_the_decimal_sums_to_the_last_digit() -> None:
+    """Random prices and sizes of up to 18 digits (products up to 36 digits, where Decimal rounds to
+    28): the value, float and truth are Decimal's; exact sums are kept as ExactSums."""
+    rng = random.Random(3)
+    kinds = set()
+    for _ in range(3000):
+        levels = [(D(_digits(rng, 18)) or D(1), D(_digits(rng, rng.choice((4, 10, 18))))) for _ in range(3)]
+        levels = [(p if p else D(1), q) for p, q in dict(levels).items()]
+        value, expected = _one_bucket(levels), _python_sum(levels)
+        kinds.add(type(value).__name__)
+        assert _number(value) == expected, levels
+        assert float(value).hex() == float(expected).hex() and bool(value) == bool(expected), levels
+    assert kinds == {"ExactSum", "Decimal"}
+
+
+def test_exact_floats_take_the_slow_path_beyond_2_to_53_and_10_to_22() -> None:
+    """float() of sums too large for one exact double division, or with more than 22 decimals."""
+    cases = [
+        [(D("99999999999999999"), D("9999999"))],  # ~1e24: more than 2**53
+        [(D("1.000000000001"), D("0.000001000001"))],  # 24 decimals
+        [(D("123456789.123456789"), D("0.000003")), (D("3.3"), D("7"))],
+        [(D("9007199254740993"), D("1"))],  # 2**53 + 1: rounds to even
+    ]
+    for levels in cases:
+        value = _one_bucket(levels)
+        assert type(value).__name__ == "ExactSum"
+        assert float(value).hex() == float(_python_sum(levels)).hex()
+
+
+def test_exact_sums_add_compare_and_print_as_their_decimal() -> None:
+    value = _one_bucket([(D("100.5"), D("2")), (D("0.25"), D("1"))])  # 201.25
+    assert type(value).__name__ == "ExactSum"
+    assert value.to_decimal() == D("201.25") and value == D("201.25") and D("201.25") == value
+    assert value + D("0.75") == D(202) and D("0.75") + value == D(202)
+    assert type(value + D(1)) is Decimal and value != D(201) and value > D(201)
+    assert repr(value) == "ExactSum(201.25)" and bool(value) and float(value) == 201.25
+    zero = _one_bucket([(D(5), D(0))])
+    assert not zero and float(zero) == 0.0 and zero == 0
+    with pytest.raises(TypeError):
+        hash(value)
+
+
+def test_sort_prices_gives_the_decimal_order() -> None:
+    rng = random.Random(8)
+    for n in (0, 1, 2, 50, 1200):
+        for reverse in (False, True):
+            values = {D(_digits(rng, rng.choice((6, 18)))) for _ in range(n)}
+            ordered = sorted(values)  # a book side: sorted, then new prices appended
+            items = ordered[: n // 2] + rng.sample(ordered[n // 2 :], len(ordered) - n // 2)
+            if rng.random() < 0.5:
+                items.reverse()
+            expected = sorted(items, reverse=reverse)
+            assert native.sort_prices(items, reverse) is True  # type: ignore[union-attr]
+            assert items == expected and all(a is b for a, b in zip(items, expected, strict=True))
+
+
+def test_sort_prices_leaves_other_lists_to_list_sort() -> None:
+    """Not plain (an exponent, 19 digits), equal values of two exponents, or not a Decimal: False,
+    and the list is untouched."""
+    for items in (
+        [D(3), D("1E+2"), D(1)],
+        [D(3), D("1234567890.123456789"), D(1)],
+        [D("1.0"), D(3), D("1.00")],
+        [D(3), 1, D(2)],
+    ):
+        before = list(items)
+        assert native.sort_prices(items, False) is False  # type: ignore[union-attr]
+        assert all(a is b for a, b in zip(items, before, strict=True))
+
+
+def test_other_decimal_contexts_keep_the_decimal_route() -> None:
+    """ExactSums stand for Decimal sums only in a context that rounds nothing below 28 digits and
+    traps no quiet signal: with fewer digits the compiled loop holds the Python loop's rounded Decimal."""
+    import decimal
+
+    levels = [(D("123456.789"), D("98765.4321")), (D("1.5"), D("2"))]
+    assert type(_one_bucket(levels)).__name__ == "ExactSum"
+    for change in ({"prec": 10}, {"traps": [decimal.Rounded]}, {"Emin": -10}):
+        with decimal.localcontext(**change):
+            value, expected = _one_bucket(levels), _python_sum(levels)
+        assert type(value) is Decimal and value == expected, change
+    assert type(_one_bucket(levels)).__name__ == "ExactSum"
