@@ -178,14 +178,23 @@ remove_top(PyObject *tops, PyObject *book, PyObject *price, int bids)
     return PyList_GET_SIZE(tops) == 0 && PyDict_GET_SIZE(book) > 0;
 }
 
-/* The bucket of `price` on a window's grid: `index[price]`, else `index_miss(index, step, price)`
- * (setting *called first, when given), minus i_min. 0 with *j set, or -1 with an error set. */
+/* The bucket of `price` on a window's grid: `int(price // step)` from exact values (exact.c) for
+ * plain decimals, else `index[price]`, else `index_miss(index, step, price)` (setting *called first,
+ * when given), minus i_min. 0 with *j set, or -1 with an error set. */
 int
 native_bucket_of(PyObject *index, PyObject *step, PyObject *index_miss, long long i_min, PyObject *price,
                  long long *j, int *called)
 {
-    PyObject *bucket = native_lookup(index, price);
     long long i;
+    int exact = native_exact_bucket(price, step, &i);
+    if (exact < 0) {
+        return -1;
+    }
+    if (exact > 0) {
+        *j = i - i_min;
+        return 0;
+    }
+    PyObject *bucket = native_lookup(index, price);
     if (bucket != NULL) {
         i = PyLong_AsLongLong(bucket);
     }

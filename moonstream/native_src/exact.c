@@ -408,6 +408,34 @@ native_compare_values(PyObject *a, PyObject *b, int op)
     }
 }
 
+/* `int(price // step)` (orderbook_frames.index_miss: Decimal's integer division, truncating toward
+ * zero) from the exact values of two plain decimals, without the index memo's dict (a cold entry
+ * for a price new to the window): 1 with *i set, 0 when not plain (or a zero step, or a quotient
+ * beyond a long long: the memo route then), -1 with an error set. */
+int
+native_exact_bucket(PyObject *price, PyObject *step, long long *i)
+{
+    int64_t p, q;
+    int sp, sq;
+    if (!exact_allowed) {
+        return 0;
+    }
+    int done = native_decimal_exact(price, &p, &sp);
+    if (done > 0) {
+        done = native_decimal_exact(step, &q, &sq);
+    }
+    if (done <= 0 || q == 0) {
+        return done < 0 ? -1 : 0;
+    }
+    /* p / 10**sp over q / 10**sq: both sides below 10**36 */
+    i128 quotient = ((i128)p * pow10_128[sq]) / ((i128)q * pow10_128[sp]);
+    if (quotient > LLONG_MAX / 2 || quotient < LLONG_MIN / 2) {
+        return 0;
+    }
+    *i = (long long)quotient;
+    return 1;
+}
+
 /* ---- sort_prices: a list of distinct decimals sorted by their exact values -------------------------- */
 
 typedef struct {

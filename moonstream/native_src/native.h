@@ -100,6 +100,7 @@ NATIVE_INTERNAL int native_exact_refresh(void);
 NATIVE_INTERNAL int native_is_exact(PyObject *value);
 NATIVE_INTERNAL int native_exact_float(PyObject *value, double *out);
 NATIVE_INTERNAL int native_compare_values(PyObject *a, PyObject *b, int op);
+NATIVE_INTERNAL int native_exact_bucket(PyObject *price, PyObject *step, long long *i);
 NATIVE_INTERNAL int native_sort_values(PyObject *items, int reverse);
 NATIVE_INTERNAL PyObject *native_sort_prices(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 NATIVE_INTERNAL PyObject *native_exact_notional(PyObject *price, PyObject *qty, PyObject *old);

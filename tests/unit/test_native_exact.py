@@ -23,7 +23,9 @@ D = Decimal
 def _one_bucket(levels: list[tuple[Decimal, Decimal]]) -> Any:
     """open_side's value for one bucket holding every level: an ExactSum or a Decimal."""
     index = {price: 0 for price, _ in levels}
-    (value,) = native.open_side(dict(levels), index, D(1), 0, 1, index_miss, D(0))  # type: ignore[union-attr]
+    # a step that is not a plain decimal: the index memo, not the exact quotient, gives the buckets
+    step = D("1E+30")
+    (value,) = native.open_side(dict(levels), index, step, 0, 1, index_miss, D(0))  # type: ignore[union-attr]
     return value
 
 
@@ -129,3 +131,23 @@ def test_other_decimal_contexts_keep_the_decimal_route() -> None:
             value, expected = _one_bucket(levels), _python_sum(levels)
         assert type(value) is Decimal and value == expected, change
     assert type(_one_bucket(levels)).__name__ == "ExactSum"
+
+
+@pytest.mark.parametrize("step", ["20", "1.0", "0.10", "0.001", "0.3", "7", "0.0000001"])
+def test_buckets_from_exact_values_are_the_index_memos(step: str) -> None:
+    """open_side places plain prices by `int(price // step)` from their exact values, without the
+    index memo: the buckets index_miss gives (Decimal's integer division), levels off the grid."""
+    rng = random.Random(step)
+    exponent = D("1E-12")  # plain texts (a step that is not plain, 1E-7, takes the memo route)
+    levels = {
+        (D(step) * rng.randint(-1000, 401000) / 1000).quantize(exponent) or D(1): D(1) for _ in range(300)
+    }
+    i_min, n = 0, 400
+    cur = native.open_side(levels, {}, D(step), i_min, n, index_miss, D(0))  # type: ignore[union-attr]
+    expected: list[Any] = [None] * n
+    for price, qty in levels.items():
+        j = int(price // D(step)) - i_min
+        if 0 <= j < n:
+            expected[j] = (D(0) if expected[j] is None else expected[j]) + price * qty
+    assert [None if v is None else _number(v) for v in cur] == expected
+    assert sum(v is not None for v in expected) > 10
