@@ -869,6 +869,22 @@ def test_the_compiled_loops_free_what_they_allocate(monkeypatch: pytest.MonkeyPa
     depth = [RawRecord(k, "ws:depth", p, "binance", "c1") for k, p in enumerate(_compact_depth_payloads())]
     depth += [RawRecord(9, "ws:depth", _mutated(depth[0].payload, rng), "binance", "c1") for _ in range(30)]
 
+    plain = {Decimal("1.5"): Decimal("2"), Decimal("0.25"): Decimal("1")}  # an ExactSum
+    odd = {**plain, Decimal("1E+2"): Decimal("3")}  # turned into a Decimal by the exponent form
+    big = {Decimal("123456789.123456789"): Decimal("98765432.1234567891")}  # past 10**28: Decimal
+    descending = [Decimal(k) / 10 for k in range(50, 0, -1)]
+
+    def exact_sums() -> None:
+        """ExactSums made, read, added, compared and printed; prices sorted and refused."""
+        for levels in (plain, odd, big):
+            (value,) = native.open_side(
+                levels, {}, Decimal("1E+30"), 0, 1, orderbook_frames.index_miss, Decimal(0)
+            )  # type: ignore[union-attr]
+            _ = (float(value), bool(value), value + Decimal(1), Decimal(1) + value, value == 3, repr(value))
+        prices = list(descending)  # the same decimals each round (the address table keeps new ones)
+        native.sort_prices(prices, False)  # type: ignore[union-attr]
+        native.sort_prices([*prices, Decimal("1E+2")], True)  # type: ignore[union-attr]
+
     def work() -> None:
         for record, symbol in records:
             with contextlib.suppress(Exception):
@@ -897,6 +913,17 @@ def test_the_compiled_loops_free_what_they_allocate(monkeypatch: pytest.MonkeyPa
 
     python = grown(False)
     assert grown(True) < python + 5_000, python
+    tracemalloc.start()  # exact.c alone: a missing release would leave an object behind each round
+    try:
+        exact_sums()
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(2_000):
+            exact_sums()
+        gc.collect()
+        assert tracemalloc.get_traced_memory()[0] - before < 20_000  # one object a round: 64 kB+
+    finally:
+        tracemalloc.stop()
 
 
 # --- normalize_run --------------------------------------------------------------------------------
