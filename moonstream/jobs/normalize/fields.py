@@ -62,15 +62,16 @@ def parser(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     return wrapper
 
 
-def _remember(cache: dict[str, Decimal], text: object, *, positive: bool) -> Decimal | None:
+def _remember(cache: dict[str, Decimal], text: object, *, positive: bool | None) -> Decimal | None:
     """``Decimal(text)`` stored into ``cache`` when ``text`` is a string whose value is finite and
-    > 0 (``positive``) or finite and not < 0 (sizes); None for anything else (the caller then runs
-    its full validation, which names the error)."""
+    > 0 (``positive``), finite and not < 0 (``positive=False``: sizes) or finite (``None``: funding
+    rates); None for anything else (the caller then runs its full validation, which names the
+    error)."""
     if type(text) is not str:
         return None
     try:
         number = Decimal(text)
-        ok = number.is_finite() and (number > _ZERO if positive else not number < _ZERO)
+        ok = number.is_finite() and (positive is None or (number > _ZERO if positive else not number < _ZERO))
     except Exception:
         return None
     if not ok:
@@ -288,23 +289,8 @@ NUMBER_CACHES = (_POSITIVE, _NON_NEGATIVE, _remember_price, _remember_qty)
 miss, as the compiled parsers take them."""
 
 
-def _remember_finite(text: object) -> Decimal | None:
-    """``Decimal(text)`` stored into ``_FINITE`` when ``text`` is a string whose value is finite
-    (what :func:`finite` returns for it); None for anything else (:func:`finite` then names the
-    error, or converts a value that is not a string)."""
-    if type(text) is not str:
-        return None
-    try:
-        number = Decimal(text)
-        ok = number.is_finite()
-    except Exception:
-        return None
-    if not ok:
-        return None
-    if len(_FINITE) >= _CACHE_LIMIT:
-        _FINITE.clear()
-    _FINITE[text] = number
-    return number
+_remember_finite = functools.partial(_remember, _FINITE, positive=None)
+"""What :func:`finite` stores for a string whose value is finite (the compiled parsers' miss path)."""
 
 
 FINITE_CACHE = (_FINITE, _remember_finite)
