@@ -22,6 +22,8 @@
 #include "native.h"
 #include <stdint.h>
 
+/* GCC's and Clang's 128-bit integer on 64-bit targets; elsewhere this file does not compile, the
+ * optional extension is not built (setup.py) and everything runs in Python. */
 typedef __int128 i128;
 
 typedef struct {
@@ -35,7 +37,8 @@ typedef struct {
 
 /* Whether ExactSums may stand for Decimal sums: the current decimal context rounds nothing of up to
  * 28 digits, has room for the exponents here, and traps no signal an exact result can raise (set by
- * native_exact_refresh at each entry of the window loops). */
+ * native_exact_refresh at each entry of the window loops). One flag for the process: the minute
+ * jobs' threads all run in the default context (nothing in moonstream sets another). */
 static int exact_allowed;
 static PyObject *getcontext, *quiet_signals; /* decimal.getcontext; Inexact, Rounded, Clamped, ... */
 
