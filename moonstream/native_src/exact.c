@@ -331,28 +331,41 @@ native_exact_refresh(void)
     return 0;
 }
 
+PyObject *native_decimal_type;
+
+/* decimal.Decimal, decimal.getcontext and the quiet signals, read once from the module: 0, or -1
+ * with an error set. */
+static int
+read_decimal_module(void)
+{
+    const char *names[7] = {"Decimal", "getcontext", "Inexact",  "Rounded",
+                            "Clamped", "Subnormal",  "Underflow"};
+    PyObject *found[7] = {NULL};
+    PyObject *decimal = PyImport_ImportModule("decimal");
+    int k = 0;
+    while (decimal != NULL && k < 7 && (found[k] = PyObject_GetAttrString(decimal, names[k])) != NULL) {
+        k++;
+    }
+    Py_XDECREF(decimal);
+    if (k == 7) {
+        quiet_signals = PyTuple_Pack(5, found[2], found[3], found[4], found[5], found[6]);
+    }
+    if (quiet_signals != NULL) {
+        native_decimal_type = Py_NewRef(found[0]);
+        getcontext = Py_NewRef(found[1]);
+    }
+    for (int i = 0; i < k; i++) {
+        Py_DECREF(found[i]);
+    }
+    return quiet_signals == NULL ? -1 : 0;
+}
+
 int
 native_exact_ready(PyObject *module)
 {
     init_powers();
-    if (getcontext == NULL) {
-        PyObject *decimal = PyImport_ImportModule("decimal");
-        getcontext = decimal == NULL ? NULL : PyObject_GetAttrString(decimal, "getcontext");
-        PyObject *names[5] = {NULL};
-        const char *texts[5] = {"Inexact", "Rounded", "Clamped", "Subnormal", "Underflow"};
-        for (int k = 0; getcontext != NULL && k < 5; k++) {
-            names[k] = PyObject_GetAttrString(decimal, texts[k]);
-        }
-        if (getcontext != NULL && names[4] != NULL) {
-            quiet_signals = PyTuple_Pack(5, names[0], names[1], names[2], names[3], names[4]);
-        }
-        for (int k = 0; k < 5; k++) {
-            Py_XDECREF(names[k]);
-        }
-        Py_XDECREF(decimal);
-        if (quiet_signals == NULL) {
-            return -1;
-        }
+    if (quiet_signals == NULL && read_decimal_module() < 0) {
+        return -1;
     }
     if (PyType_Ready(&ExactSumType) < 0) {
         return -1;

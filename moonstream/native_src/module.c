@@ -124,21 +124,11 @@ intern_all(void)
     return 0;
 }
 
-PyObject *native_decimal_type;
-
 PyMODINIT_FUNC
 PyInit__native(void)
 {
     if (intern_all() < 0 || PyType_Ready(&SlotBuilderType) < 0) {
         return NULL;
-    }
-    if (native_decimal_type == NULL) {
-        PyObject *decimal = PyImport_ImportModule("decimal");
-        native_decimal_type = decimal == NULL ? NULL : PyObject_GetAttrString(decimal, "Decimal");
-        Py_XDECREF(decimal);
-        if (native_decimal_type == NULL) {
-            return NULL;
-        }
     }
     PyObject *module = PyModule_Create(&native_module);
     if (module != NULL && native_exact_ready(module) < 0) {

@@ -37,7 +37,7 @@ extern NATIVE_INTERNAL PyObject *a_status, *a_last_u, *a_last_t, *a_counts, *a_b
     *a_tops, *a_tops_books, *a_recent, *a_pending, *a_active, *a_arrays, *a_side_tops, *a_mismatch,
     *a_prev_last_update_id, *a_ts_ns, *a_bid_price, *a_ask_price;
 
-/* decimal.Decimal (module.c, at import) */
+/* decimal.Decimal (exact.c, read at import) */
 extern NATIVE_INTERNAL PyObject *native_decimal_type;
 
 /* ---- shared types ------------------------------------------------------------------------------ */
