@@ -45,7 +45,6 @@ def side_state(
     descending: bool,
     memo: dict[Any, str],
     text: Callable[[Any], str],
-    decimal: type,
 ) -> Any: ...
 def binance_run(
     events: Any,

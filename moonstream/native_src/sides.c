@@ -125,25 +125,38 @@ plain_text(PyObject *value)
     return stripped;
 }
 
-/* The row text of `value` (new reference, NULL with an error set): for an exact decimal (type
- * `decimal`) from the address table, else plain_text (or the memo route for other texts) and
- * stored; any other object by the memo route, as _rows does. */
-static PyObject *
-value_text(PyObject *value, PyObject *memo, PyObject *text, PyObject *decimal)
+/* The address table's slot of `key`, NULL when it has none; the table is allocated on first use
+ * (*failed set, with an error, when that fails). */
+static PtrSlot *
+ptr_find(PyObject *key, int *failed)
 {
-    if (Py_TYPE(value) != (PyTypeObject *)decimal) {
+    *failed = 0;
+    if (ptr_slots == NULL && (ptr_slots = PyMem_Calloc(PTR_SLOTS, sizeof(PtrSlot))) == NULL) {
+        PyErr_NoMemory();
+        *failed = 1;
+        return NULL;
+    }
+    for (size_t i = ptr_start(key); ptr_slots[i].key != NULL; i = (i + 1) & (PTR_SLOTS - 1)) {
+        if (ptr_slots[i].key == key) {
+            return &ptr_slots[i];
+        }
+    }
+    return NULL;
+}
+
+/* The row text of `value` (new reference, NULL with an error set): for an exact decimal from the
+ * address table, else plain_text (or the memo route for other texts) and stored; any other object by
+ * the memo route, as _rows does. */
+static PyObject *
+value_text(PyObject *value, PyObject *memo, PyObject *text)
+{
+    if (Py_TYPE(value) != (PyTypeObject *)native_decimal_type) {
         return memo_text(memo, text, value);
     }
-    if (ptr_slots == NULL) {
-        ptr_slots = PyMem_Calloc(PTR_SLOTS, sizeof(PtrSlot));
-        if (ptr_slots == NULL) {
-            return PyErr_NoMemory();
-        }
-    }
-    for (size_t i = ptr_start(value); ptr_slots[i].key != NULL; i = (i + 1) & (PTR_SLOTS - 1)) {
-        if (ptr_slots[i].key == value) {
-            return Py_NewRef(ptr_slots[i].text);
-        }
+    int failed;
+    PtrSlot *slot = ptr_find(value, &failed);
+    if (slot != NULL || failed) {
+        return slot == NULL ? NULL : Py_NewRef(slot->text);
     }
     PyObject *found = plain_text(value);
     if (found == NULL && !PyErr_Occurred()) {
@@ -199,19 +212,10 @@ native_decimal_exact(PyObject *value, int64_t *coefficient, int *scale)
     if (Py_TYPE(value) != (PyTypeObject *)native_decimal_type) {
         return 0;
     }
-    if (ptr_slots == NULL) {
-        ptr_slots = PyMem_Calloc(PTR_SLOTS, sizeof(PtrSlot));
-        if (ptr_slots == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-    }
-    PtrSlot *slot = NULL;
-    for (size_t i = ptr_start(value); ptr_slots[i].key != NULL; i = (i + 1) & (PTR_SLOTS - 1)) {
-        if (ptr_slots[i].key == value) {
-            slot = &ptr_slots[i];
-            break;
-        }
+    int failed;
+    PtrSlot *slot = ptr_find(value, &failed);
+    if (failed) {
+        return -1;
     }
     if (slot == NULL) {
         PyObject *text = plain_text(value);
@@ -230,17 +234,17 @@ native_decimal_exact(PyObject *value, int64_t *coefficient, int *scale)
 }
 
 /* One side of BinanceBook.state_and_levels: (_side_sorted(book, descending), _rows(its items)) with
- * _rows' memo and text function, an exact `decimal` (the Decimal type) taking value_text's address
- * table. NotImplemented for a book or memo that is not an exact dict, or a `decimal` not a type. */
+ * _rows' memo and text function (exact decimals through value_text's address table). NotImplemented
+ * for a book or memo that is not an exact dict. */
 PyObject *
 native_side_state(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "side_state(book, descending, memo, text, decimal)");
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "side_state(book, descending, memo, text)");
         return NULL;
     }
-    PyObject *book = args[0], *descending = args[1], *memo = args[2], *text = args[3], *decimal = args[4];
-    if (!PyDict_CheckExact(book) || !PyDict_CheckExact(memo) || !PyType_Check(decimal)) {
+    PyObject *book = args[0], *descending = args[1], *memo = args[2], *text = args[3];
+    if (!PyDict_CheckExact(book) || !PyDict_CheckExact(memo)) {
         Py_RETURN_NOTIMPLEMENTED;
     }
     PyObject *side = NULL, *rows = NULL;
@@ -291,8 +295,8 @@ native_side_state(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t
     PyObject *key, *item;
     while (PyDict_Next(side, &pos, &key, &item)) {
         PyObject *price = Py_NewRef(key), *qty = Py_NewRef(item);
-        PyObject *price_text = value_text(price, memo, text, decimal);
-        PyObject *qty_text = price_text == NULL ? NULL : value_text(qty, memo, text, decimal);
+        PyObject *price_text = value_text(price, memo, text);
+        PyObject *qty_text = price_text == NULL ? NULL : value_text(qty, memo, text);
         PyObject *row = qty_text == NULL ? NULL : PyList_New(2);
         Py_DECREF(price);
         Py_DECREF(qty);

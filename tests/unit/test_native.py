@@ -532,11 +532,7 @@ def _side_state_both_ways(books: list[dict[Any, Any]]) -> list[Any]:
         for book in books:
             for descending in (True, False):
                 done = compiled(
-                    book,
-                    descending,
-                    orderbook_frames._TEXT_MEMO,
-                    orderbook_frames.decimal_text_cached,
-                    Decimal,
+                    book, descending, orderbook_frames._TEXT_MEMO, orderbook_frames.decimal_text_cached
                 )
                 if done is NotImplemented:
                     side = orderbook_binance._side_sorted(book, descending)
@@ -569,8 +565,8 @@ def test_side_state_gives_the_python_rows_and_dicts() -> None:
     rows = dict(results[0][1][1])
     assert rows["12345.6"] == "1.5" and rows["1"] == "3.14" and rows["10001000"] == "1000"
     assert rows["10000001.5"] == "1.5" and rows["10000000.0000005"] == "0.0000005"
-    assert native.side_state(list(book), True, {}, str, Decimal) is NotImplemented  # type: ignore[union-attr]
-    assert native.side_state(book, True, {}, str, "Decimal") is NotImplemented  # type: ignore[union-attr]
+    assert native.side_state(list(book), True, {}, str) is NotImplemented  # type: ignore[union-attr]
+    assert native.side_state(book, True, list({}), str) is NotImplemented  # type: ignore[union-attr]
 
 
 @needs_native

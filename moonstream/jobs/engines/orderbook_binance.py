@@ -91,7 +91,7 @@ def _side_state(
     """:func:`_side_sorted` of the side and the :func:`_rows` of its items (``side_state`` in
     moonstream/native_src/sides.c is this, compiled: used when built; it finds the texts of exact
     ``Decimal`` objects by their identity, in a table of its own, before the memo)."""
-    done = _compiled_side_state(book, descending, decimal_text_memo(), decimal_text_cached, Decimal)
+    done = _compiled_side_state(book, descending, decimal_text_memo(), decimal_text_cached)
     if done is not NotImplemented:
         return done
     side = _side_sorted(book, descending)
