@@ -38,6 +38,7 @@ from moonstream.jobs.normalize import (
 )
 from moonstream.native import native, not_built
 from tests.conftest import shared_file
+from tests.unit.test_native_exact import exact_number
 from tests.unit.test_orderbook import MINUTE, T0, _dump, _stream, diff, snap, ticker
 
 needs_native = pytest.mark.skipif(native is None, reason="moonstream._native is not built (no C compiler?)")
@@ -471,10 +472,7 @@ def _bucket_values(sides: Any) -> list[list[Any]]:
     Decimal, compared by value), its float and its truth; None stays None."""
 
     def value(v: Any) -> Any:
-        if v is None:
-            return None
-        number = v.to_decimal() if type(v).__name__ == "ExactSum" else v
-        return (number, float(v).hex(), bool(v))
+        return None if v is None else (exact_number(v), float(v).hex(), bool(v))
 
     return [[value(v) for v in side] for side in sides]
 

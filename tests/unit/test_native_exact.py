@@ -36,7 +36,8 @@ def _python_sum(levels: list[tuple[Decimal, Decimal]]) -> Decimal:
     return total
 
 
-def _number(value: Any) -> Decimal:
+def exact_number(value: Any) -> Decimal:
+    """A bucket value as a Decimal of the same value (an ExactSum's to_decimal, a Decimal itself)."""
     return value.to_decimal() if type(value).__name__ == "ExactSum" else value
 
 
@@ -59,7 +60,7 @@ def test_bucket_sums_are_the_decimal_sums_to_the_last_digit() -> None:
         levels = [(p if p else D(1), q) for p, q in dict(levels).items()]
         value, expected = _one_bucket(levels), _python_sum(levels)
         kinds.add(type(value).__name__)
-        assert _number(value) == expected, levels
+        assert exact_number(value) == expected, levels
         assert float(value).hex() == float(expected).hex() and bool(value) == bool(expected), levels
     assert kinds == {"ExactSum", "Decimal"}
 
@@ -149,5 +150,5 @@ def test_buckets_from_exact_values_are_the_index_memos(step: str) -> None:
         j = int(price // D(step)) - i_min
         if 0 <= j < n:
             expected[j] = (D(0) if expected[j] is None else expected[j]) + price * qty
-    assert [None if v is None else _number(v) for v in cur] == expected
+    assert [None if v is None else exact_number(v) for v in cur] == expected
     assert sum(v is not None for v in expected) > 10
