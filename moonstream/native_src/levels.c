@@ -67,7 +67,7 @@ native_remember(PyObject *text, PyObject *cache, PyObject *remember, int positiv
     if (limit == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    PyObject *number = PyObject_CallOneArg(ctx[CTX_DECIMAL], text);
+    PyObject *number = PyObject_CallOneArg(native_decimal_type, text);
     if (number == NULL) {
         return NULL;
     }

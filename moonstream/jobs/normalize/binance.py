@@ -47,8 +47,8 @@ from moonstream.jobs.normalize import (
 from moonstream.jobs.normalize.fields import (
     FINITE_CACHE,
     NS_PER_MS,
+    NUMBER_CACHE_LIMIT,
     NUMBER_CACHES,
-    PLAIN_NUMBERS,
     connection_event,
     decode_json as _decode,
     finite as _finite,
@@ -599,7 +599,7 @@ _FAST_CONTEXT = (
     _TAKER[False],
     _new_mark_price,
     *FINITE_CACHE,
-    *PLAIN_NUMBERS,
+    NUMBER_CACHE_LIMIT,
 )
 """What ``binance_event`` reads (``CTX_*`` in moonstream/native_src/native.h, in this order)."""
 

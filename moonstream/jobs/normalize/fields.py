@@ -297,10 +297,9 @@ FINITE_CACHE = (_FINITE, _remember_finite)
 """The cache of finite numbers of any sign (:func:`finite`'s strings) and the function that fills it on a
 miss, as the compiled parsers take them."""
 
-PLAIN_NUMBERS = (Decimal, _CACHE_LIMIT)
-"""What the compiled parsers need to fill a number cache themselves, as the remember functions do, for a
-text of plain digits (``native_remember`` in moonstream/native_src/levels.c): the constructor and the
-caches' size limit."""
+NUMBER_CACHE_LIMIT = _CACHE_LIMIT
+"""The caches' size limit, for the compiled parsers that fill a number cache themselves as the remember
+functions do, for a text of plain digits (``native_remember`` in moonstream/native_src/levels.c)."""
 
 _native_levels = compiled("cached_levels")
 """``_cached_levels`` compiled (moonstream/native_src/levels.c): the same result, or NotImplemented for a
