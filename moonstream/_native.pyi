@@ -40,6 +40,10 @@ def open_side(
     zero: Any,
 ) -> Any: ...
 def sort_prices(items: list[Any], reverse: bool) -> bool: ...
+
+DECIMAL_LAYOUT: bool
+
+def decimal_parts(value: Any, by_layout: bool) -> tuple[int, int] | None: ...
 def side_state(
     book: dict[Any, Any],
     descending: bool,

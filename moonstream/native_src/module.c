@@ -82,6 +82,8 @@ static PyMethodDef native_methods[] = {
      "One side's bucket values at a window's open (WindowAccumulator.open_book's loop)."},
     {"sort_prices", (PyCFunction)(void (*)(void))native_sort_prices, METH_FASTCALL,
      "Sort a list of distinct plain decimals by value; False (untouched) for any other list."},
+    {"decimal_parts", (PyCFunction)(void (*)(void))native_decimal_parts, METH_FASTCALL,
+     "A plain decimal as (coefficient, scale), by its object's layout or by its text; for tests."},
     {"slot_builder", (PyCFunction)(void (*)(void))native_slot_builder, METH_FASTCALL,
      "A compiled positional builder of a slotted class, else NotImplemented."},
     {NULL, NULL, 0, NULL},
@@ -131,7 +133,7 @@ PyInit__native(void)
         return NULL;
     }
     PyObject *module = PyModule_Create(&native_module);
-    if (module != NULL && native_exact_ready(module) < 0) {
+    if (module != NULL && (native_exact_ready(module) < 0 || native_layout_ready(module) < 0)) {
         Py_CLEAR(module);
     }
     return module;

@@ -91,6 +91,7 @@ NATIVE_INTERNAL PyObject *native_binance_run(PyObject *module, PyObject *const *
 
 /* sides.c */
 NATIVE_INTERNAL int native_decimal_exact(PyObject *value, int64_t *coefficient, int *scale);
+NATIVE_INTERNAL int native_decimal_exact_text(PyObject *value, int64_t *coefficient, int *scale);
 NATIVE_INTERNAL PyObject *native_side_state(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 NATIVE_INTERNAL PyObject *native_open_side(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
@@ -106,6 +107,12 @@ NATIVE_INTERNAL PyObject *native_sort_prices(PyObject *module, PyObject *const *
 NATIVE_INTERNAL PyObject *native_exact_notional(PyObject *price, PyObject *qty, PyObject *old);
 NATIVE_INTERNAL PyObject *native_exact_add_notional(PyObject *value, Py_ssize_t held, PyObject *price,
                                                     PyObject *qty, PyObject *old);
+
+/* declayout.c */
+extern NATIVE_INTERNAL int native_decimal_layout;
+NATIVE_INTERNAL int native_decimal_read(PyObject *value, int64_t *coefficient, int *scale);
+NATIVE_INTERNAL int native_layout_ready(PyObject *module);
+NATIVE_INTERNAL PyObject *native_decimal_parts(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 /* lines.c */
 NATIVE_INTERNAL PyObject *native_parse_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs);

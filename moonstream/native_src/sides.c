@@ -203,8 +203,9 @@ parse_exact(PyObject *text, int64_t *coefficient, int *scale)
     return 1;
 }
 
-/* An exact decimal's value as coefficient / 10**scale (at most 18 digits), through the address
- * table (a book's prices and sizes are looked up once each): 1, 0 for any other object or text, -1
+/* An exact decimal's value as coefficient / 10**scale (at most 18 digits and 18 decimals, after
+ * the fraction's trailing zeros), from the object (declayout.c) when its layout passed the import
+ * check and its coefficient is one word, else from its text: 1, 0 for any other object or text, -1
  * with an error set. */
 int
 native_decimal_exact(PyObject *value, int64_t *coefficient, int *scale)
@@ -212,6 +213,20 @@ native_decimal_exact(PyObject *value, int64_t *coefficient, int *scale)
     if (Py_TYPE(value) != (PyTypeObject *)native_decimal_type) {
         return 0;
     }
+    if (native_decimal_layout) {
+        int read = native_decimal_read(value, coefficient, scale);
+        if (read != 2) {
+            return read;
+        }
+    }
+    return native_decimal_exact_text(value, coefficient, scale);
+}
+
+/* native_decimal_exact of an exact Decimal through its row text, parsed once and kept in the
+ * address table. */
+int
+native_decimal_exact_text(PyObject *value, int64_t *coefficient, int *scale)
+{
     int failed;
     PtrSlot *slot = ptr_find(value, &failed);
     if (failed) {

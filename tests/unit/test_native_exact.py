@@ -152,3 +152,70 @@ def test_buckets_from_exact_values_are_the_index_memos(step: str) -> None:
             expected[j] = (D(0) if expected[j] is None else expected[j]) + price * qty
     assert [None if v is None else exact_number(v) for v in cur] == expected
     assert sum(v is not None for v in expected) > 10
+
+
+def _parts_from_text(value: Decimal) -> tuple[int, int] | None:
+    """What native_decimal_exact must give, from str(value) alone: the plain text without the
+    fraction's trailing zeros as (coefficient, decimals), None beyond 18 digits or 18 decimals."""
+    text = str(value)
+    if not text.lstrip("-").replace(".", "", 1).isdigit():
+        return None  # an exponent, NaN or Infinity
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    digits, _, fraction = text.lstrip("-").partition(".")
+    coefficient = int(digits + fraction)
+    if len(str(coefficient)) > 18 or len(fraction) > 18:
+        return None
+    return (-coefficient if text.startswith("-") else coefficient), (len(fraction) if coefficient else 0)
+
+
+def _odd_decimals(rng: random.Random, count: int) -> list[Decimal]:
+    """Decimals of every shape the wire or arithmetic gives: 1-22 digits, exponents from -25 to 3
+    (both sides of str()'s switch to exponents), trailing zeros, signs, zeros, specials."""
+    values = [D(text) for text in ("0", "-0", "0E-7", "0E+2", "0.000000", "NaN", "-Infinity", "sNaN")]
+    for _ in range(count):
+        coefficient = rng.randrange(10 ** rng.randint(1, 22)) * 10 ** rng.choice((0, 0, 1, 3, 6))
+        sign = rng.randint(0, 1)
+        values.append(D((sign, tuple(int(d) for d in str(coefficient)), rng.randint(-25, 3))))
+    return values
+
+
+def test_the_decimal_layout_is_read_on_this_python() -> None:
+    """CPython 3.11's _decimal passes the import check, so the compiled loops read values from the
+    objects (a failed check would silently keep the slower text route)."""
+    assert native.DECIMAL_LAYOUT is True  # type: ignore[union-attr]
+
+
+def _value(parts: tuple[int, int] | None) -> Decimal | None:
+    return None if parts is None else D(parts[0]).scaleb(-parts[1])
+
+
+def test_values_read_from_the_layout_are_those_of_the_text() -> None:
+    """For every shape of decimal, both routes give what str() says: the text route exactly (the
+    fraction's trailing zeros dropped), the layout the same value at a scale of at most 18 (it keeps
+    trailing zeros where the limits allow). The layout leaves only coefficients of more than one
+    word (19+ digits) to the text route."""
+    rng = random.Random(11)
+    read = kept_zeros = 0
+    for value in _odd_decimals(rng, 40_000):
+        expected = _parts_from_text(value)
+        assert native.decimal_parts(value, False) == expected, value  # type: ignore[union-attr]
+        by_layout = native.decimal_parts(value, True)  # type: ignore[union-attr]
+        if by_layout is None and expected is not None:
+            assert len(value.as_tuple().digits) > 19, value
+            continue
+        assert _value(by_layout) == _value(expected), value
+        if by_layout is not None:
+            assert abs(by_layout[0]) < 10**18 and 0 <= by_layout[1] <= 18, value
+            read += 1
+            kept_zeros += by_layout != expected
+    assert read > 10_000 and kept_zeros > 1_000
+
+
+def test_decimal_parts_refuses_other_objects() -> None:
+    class Sub(Decimal):
+        pass
+
+    for value in (Sub("1.5"), 1.5, 2, "1.5"):
+        assert native.decimal_parts(value, True) is None  # type: ignore[union-attr]
+        assert native.decimal_parts(value, False) is None  # type: ignore[union-attr]
