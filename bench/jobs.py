@@ -17,11 +17,13 @@ On a simulated market (BTC, ETH, SOL; default rates, depth@100ms) in a temporary
   parse's) is steadier on a shared host: wall-clock ratio ~ CPU ratio / 2 on two busy cores.
   Starting the workers is measured on a one-minute backfill and counted once: the ``steady``
   figures and the extrapolation to a day use the rest.
-* Both backfills start ``--quiet-seconds`` (default 31) after the phases before them. On ext4
-  without a journal (this machine's disk), creating a file skips every inode of its group freed
-  in the last 30 s (``find_inode_bit`` -> ``recently_deleted``): right after a previous run's
-  clean-up (thousands of files), each object the backfill writes cost ~280 us of CPU instead of
-  ~50 us, 15 % of a backfill's CPU. A day-long backfill meets that for its first 30 s at most.
+* Where the files live (``--dir``, default the system's temp folder) matters on this machine: on
+  its disk (ext4 without a journal), creating a file cost 40-60 us of CPU after a minute without
+  file activity and 130-300 us within a minute of heavy activity (the simulation, a previous
+  run's clean-up), the kernel's time going to ``find_inode_bit`` -> ``recently_deleted``. At ~15
+  objects per symbol-minute that is 3-18 % of the backfill's CPU. Both backfills therefore start
+  ``--quiet-seconds`` (default 31) after the phases before them; ``--dir /dev/shm`` (tmpfs)
+  measures the same code without the disk.
 
 Wall clock on this machine; nothing here asserts a threshold.
 """
@@ -143,7 +145,7 @@ def throughput(root: Path, minutes: int, quiet_seconds: float) -> dict[str, Any]
     parse_s, parse_cpu_s, records = read_and_parse_seconds(root, minutes, orjson.loads)
     stdlib_parse_s, _, _ = read_and_parse_seconds(root, minutes, json.loads)
     minimal_parse_s = minimal_parse_seconds(root, minutes)
-    time.sleep(quiet_seconds)  # see the module's docstring: files freed before stop costing creates
+    time.sleep(quiet_seconds)  # see the module's docstring: earlier file activity slows creation
     workers = len(SYMBOLS)
     # Starting the worker processes costs the same whatever the range: measured on one minute, so
     # the extrapolation to a day counts it once.
@@ -188,20 +190,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--minutes", type=int, default=30)
     parser.add_argument("--backfill-only", action="store_true", help="skip the latency figures")
+    parser.add_argument("--dir", help="folder for the simulated files and sites (default: the temp folder)")
     parser.add_argument(
         "--quiet-seconds",
         type=float,
         default=31.0,
-        help="wait before the backfills, for files freed earlier to stop slowing file creation (ext4)",
+        help="wait before the backfills, for earlier file activity to stop slowing file creation",
     )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="moonstream-bench-jobs-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="moonstream-bench-jobs-", dir=args.dir) as tmp:
         root = Path(tmp)
         run_simulation(list(SYMBOLS), START, args.minutes, 1, str(root / "data"))
         figures = {
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
             "minutes": args.minutes,
             "latency": None if args.backfill_only else latency(root, args.minutes),
+            "dir": str(Path(tmp).parent),
             "quiet_seconds_before_backfill": args.quiet_seconds,
             "backfill": throughput(root, args.minutes, args.quiet_seconds),
         }
