@@ -18,12 +18,12 @@ On a simulated market (BTC, ETH, SOL; default rates, depth@100ms) in a temporary
   Starting the workers is measured on a one-minute backfill and counted once: the ``steady``
   figures and the extrapolation to a day use the rest.
 * Where the files live (``--dir``, default the system's temp folder) matters on this machine: on
-  its disk (ext4 without a journal), creating a file cost 40-60 us of CPU after a minute without
-  file activity and 130-300 us within a minute of heavy activity (the simulation, a previous
-  run's clean-up), the kernel's time going to ``find_inode_bit`` -> ``recently_deleted``. At ~15
-  objects per symbol-minute that is 3-18 % of the backfill's CPU. Both backfills therefore start
-  ``--quiet-seconds`` (default 31) after the phases before them; ``--dir /dev/shm`` (tmpfs)
-  measures the same code without the disk.
+  its disk (ext4 without a journal), writing a new file (create, write, rename) cost 40-60 us of
+  CPU after a minute without file activity and 130-300 us within a minute of heavy activity (the
+  simulation, a previous run's clean-up), the kernel's time going to ``find_inode_bit`` ->
+  ``recently_deleted``. At ~15 objects per symbol-minute that is 3-18 % of the backfill's CPU.
+  Both backfills therefore start ``--quiet-seconds`` (default 31) after the phases before them;
+  ``--dir /dev/shm`` (tmpfs) measures the same code without the disk.
 
 Wall clock on this machine; nothing here asserts a threshold.
 """

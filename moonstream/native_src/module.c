@@ -26,6 +26,8 @@
  *   sort_prices    exact.c    `list.sort()` of a book side's prices, by exact integer keys
  *   ExactSum       exact.c    the window loops' bucket sums (set_levels, binance_run, open_side) as exact
  *                             integers while the Decimal sums would be exact, standing for them
+ *   decimal_parts  declayout.c  a plain Decimal's integer value, read from the object where its layout
+ *                             passed the import check (DECIMAL_LAYOUT), else from its text; for tests
  *   parse_lines    lines.c    moonstream.collector.rawfile.parse_lines: the lines of already validated
  *                             tags
  *   slot_builder   builder.c  moonstream.jobs.normalize.fields.positional_builder's generated ``build``
