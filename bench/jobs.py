@@ -17,12 +17,14 @@ On a simulated market (BTC, ETH, SOL; default rates, depth@100ms) in a temporary
   parse's) is steadier on a shared host: wall-clock ratio ~ CPU ratio / 2 on two busy cores.
   Starting the workers is measured on a one-minute backfill and counted once: the ``steady``
   figures and the extrapolation to a day use the rest.
-* Where the files live (``--dir``, default the system's temp folder) matters on this machine: on
-  its disk (ext4 without a journal), writing a new file (create, write, rename) cost 40-60 us of
-  CPU after a minute without file activity and 130-300 us within a minute of heavy activity (the
-  simulation, a previous run's clean-up), the kernel's time going to ``find_inode_bit`` ->
-  ``recently_deleted``. At ~15 objects per symbol-minute that is 3-18 % of the backfill's CPU.
-  Both backfills therefore start ``--quiet-seconds`` (default 31) after the phases before them;
+* Where the files live (``--dir``, default the system's temp folder) matters on this machine. Its
+  disk is ext4 without a journal, which does not reuse an inode freed less than 60 s ago (300 s
+  while the inode's table block is not yet written back), and every file created in that block
+  group first steps past each such inode (``find_inode_bit`` -> ``recently_deleted``). Writing a
+  new file (create, write, rename) cost 30-60 us of CPU in a quiet group and 130-300 us in one
+  with recent deletions (the simulation's, a previous run's clean-up, a build). At ~15 objects per
+  symbol-minute that was 3-18 % of the backfill's CPU. So both backfills start after everything
+  is written back (``os.sync``) and ``--quiet-seconds`` (default 61) have passed;
   ``--dir /dev/shm`` (tmpfs) measures the same code without the disk.
 
 Wall clock on this machine; nothing here asserts a threshold.
@@ -145,7 +147,8 @@ def throughput(root: Path, minutes: int, quiet_seconds: float) -> dict[str, Any]
     parse_s, parse_cpu_s, records = read_and_parse_seconds(root, minutes, orjson.loads)
     stdlib_parse_s, _, _ = read_and_parse_seconds(root, minutes, json.loads)
     minimal_parse_s = minimal_parse_seconds(root, minutes)
-    time.sleep(quiet_seconds)  # see the module's docstring: earlier file activity slows creation
+    settle()  # written back: freed inodes wait RECENTCY_MIN (60 s), not RECENTCY_DIRTY (300 s)
+    time.sleep(quiet_seconds)  # see the module's docstring
     workers = len(SYMBOLS)
     # Starting the worker processes costs the same whatever the range: measured on one minute, so
     # the extrapolation to a day counts it once.
@@ -194,8 +197,8 @@ def main() -> None:
     parser.add_argument(
         "--quiet-seconds",
         type=float,
-        default=31.0,
-        help="wait before the backfills, for earlier file activity to stop slowing file creation",
+        default=61.0,
+        help="wait before the backfills, for inodes freed earlier to stop slowing file creation",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="moonstream-bench-jobs-", dir=args.dir) as tmp:
