@@ -203,10 +203,11 @@ parse_exact(PyObject *text, int64_t *coefficient, int *scale)
     return 1;
 }
 
-/* An exact decimal's value as coefficient / 10**scale (at most 18 digits and 18 decimals, after
- * the fraction's trailing zeros), from the object (declayout.c) when its layout passed the import
- * check and its coefficient is one word, else from its text: 1, 0 for any other object or text, -1
- * with an error set. */
+/* An exact decimal's value as coefficient / 10**scale (|coefficient| < 10**18, scale <= 18): 1
+ * when its str() is plain and, without the fraction's trailing zeros, has at most 18 digits and 18
+ * decimals (the scale may keep some of those zeros). Read from the object (declayout.c) when its
+ * layout passed the import check and its coefficient is one word, else from its text. 0 for any
+ * other object or text, -1 with an error set. */
 int
 native_decimal_exact(PyObject *value, int64_t *coefficient, int *scale)
 {
@@ -222,8 +223,8 @@ native_decimal_exact(PyObject *value, int64_t *coefficient, int *scale)
     return native_decimal_exact_text(value, coefficient, scale);
 }
 
-/* native_decimal_exact of an exact Decimal through its row text, parsed once and kept in the
- * address table. */
+/* native_decimal_exact of an exact Decimal (the caller checked the type) through its row text,
+ * parsed once and kept in the address table: the fraction's trailing zeros dropped. */
 int
 native_decimal_exact_text(PyObject *value, int64_t *coefficient, int *scale)
 {
