@@ -82,20 +82,6 @@ static const char *const samples[] = {
     "NaN", "-Infinity", "sNaN", "1234567890123456789012345", "-12345678901234567890.00", "65000.00000000",
 };
 
-/* a / 10**sa == b / 10**sb, for coefficients below 10**18 and scales of at most 18 */
-static int
-same_value(int64_t a, int sa, int64_t b, int sb)
-{
-    __int128 x = a, y = b;
-    for (int k = sa; k < sb; k++) {
-        x *= 10;
-    }
-    for (int k = sb; k < sa; k++) {
-        y *= 10;
-    }
-    return x == y;
-}
-
 /* One sample: 1 when both routes agree (the same value, at a scale of at most 18), else 0 (a
  * failure too: the check only decides which route runs, so it never fails the import). */
 static int
@@ -118,8 +104,10 @@ sample_agrees(const char *text)
     if (read == 2) { /* more than one word: native_decimal_exact takes the text route */
         return 1;
     }
-    return read == by_text &&
-           (read == 0 || (s_read >= 0 && s_read <= 18 && same_value(c_read, s_read, c_text, s_text)));
+    if (read != by_text || read == 0) {
+        return read == by_text;
+    }
+    return s_read >= 0 && s_read <= 18 && native_exact_cmp(c_read, s_read, c_text, s_text) == 0;
 }
 
 /* Check the layout (native_decimal_layout) and add DECIMAL_LAYOUT to the module: 0, or -1 with an

@@ -387,6 +387,16 @@ native_exact_float(PyObject *value, double *out)
     return *out == -1.0 && PyErr_Occurred() ? -1 : 0;
 }
 
+/* x / 10**sx against y / 10**sy, for |x|, |y| < 10**18 at scales 0..18 (native_decimal_exact's
+ * values; rescaled below 10**36): -1, 0 or 1. */
+int
+native_exact_cmp(int64_t x, int sx, int64_t y, int sy)
+{
+    i128 left = sx < sy ? (i128)x * pow10_128[sy - sx] : x;
+    i128 right = sy < sx ? (i128)y * pow10_128[sx - sy] : y;
+    return (left > right) - (left < right);
+}
+
 /* `a <op> b` as `if a <op> b:` evaluates it (1, 0, or -1 with an error set): by the exact values
  * when both are plain decimals (native_decimal_exact), which is what Decimal compares, else through
  * the comparison protocol (native_compare). */
@@ -405,22 +415,20 @@ native_compare_values(PyObject *a, PyObject *b, int op)
     if (plain == 0) {
         return native_compare(a, b, op);
     }
-    /* both below 10**18 at scales up to 18: rescaled below 10**36 */
-    i128 left = sx < sy ? (i128)x * pow10_128[sy - sx] : x;
-    i128 right = sy < sx ? (i128)y * pow10_128[sx - sy] : y;
+    int order = native_exact_cmp(x, sx, y, sy);
     switch (op) {
     case Py_LT:
-        return left < right;
+        return order < 0;
     case Py_LE:
-        return left <= right;
+        return order <= 0;
     case Py_EQ:
-        return left == right;
+        return order == 0;
     case Py_NE:
-        return left != right;
+        return order != 0;
     case Py_GT:
-        return left > right;
+        return order > 0;
     default:
-        return left >= right;
+        return order >= 0;
     }
 }
 

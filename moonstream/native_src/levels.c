@@ -27,8 +27,8 @@ none_on_value_or_type_error(void)
 /* 1 when `text` is plain digits with at most one '.' between digits ("0.00120", "43251.1", "7"),
  * 0 otherwise; *nonzero tells whether a digit is not 0. Such a text's Decimal is finite and not
  * negative, and positive exactly when a digit is not 0: what the remember functions check. */
-int
-native_plain_number(const char *text, Py_ssize_t len, int *nonzero)
+static int
+plain_number(const char *text, Py_ssize_t len, int *nonzero)
 {
     int digits = 0, point = 0;
     *nonzero = 0;
@@ -59,7 +59,7 @@ native_remember(PyObject *text, PyObject *cache, PyObject *remember, int positiv
     Py_ssize_t len;
     const char *chars = PyUnicode_IS_ASCII(text) ? PyUnicode_AsUTF8AndSize(text, &len) : NULL;
     int nonzero;
-    if (chars == NULL || !native_plain_number(chars, len, &nonzero) || (positive && !nonzero) ||
+    if (chars == NULL || !plain_number(chars, len, &nonzero) || (positive && !nonzero) ||
         !PyDict_CheckExact(cache)) {
         return PyObject_CallOneArg(remember, text);
     }

@@ -62,7 +62,6 @@ typedef struct {
 /* levels.c */
 NATIVE_INTERNAL PyObject *native_lookup(PyObject *cache, PyObject *key);
 NATIVE_INTERNAL PyObject *native_cached_levels(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
-NATIVE_INTERNAL int native_plain_number(const char *text, Py_ssize_t len, int *nonzero);
 NATIVE_INTERNAL PyObject *native_remember(PyObject *text, PyObject *cache, PyObject *remember, int positive,
                                           PyObject *const *ctx);
 
@@ -100,6 +99,7 @@ NATIVE_INTERNAL int native_exact_ready(PyObject *module);
 NATIVE_INTERNAL int native_exact_refresh(void);
 NATIVE_INTERNAL int native_is_exact(PyObject *value);
 NATIVE_INTERNAL int native_exact_float(PyObject *value, double *out);
+NATIVE_INTERNAL int native_exact_cmp(int64_t x, int sx, int64_t y, int sy);
 NATIVE_INTERNAL int native_compare_values(PyObject *a, PyObject *b, int op);
 NATIVE_INTERNAL int native_exact_bucket(PyObject *price, PyObject *step, long long *i);
 NATIVE_INTERNAL int native_sort_values(PyObject *items, int reverse);
